@@ -1,0 +1,48 @@
+# 1001 Stories platform. `make plan` and `make test` need only python3 and make; the first run creates
+# .venv from the pinned requirements.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+FORMAT ?= table
+OUT ?=
+
+.PHONY: plan test unit integration lint typecheck bench up preview clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+plan: $(VENV)/.installed
+	@PYTHONPATH=. $(PY) -m tools.plan --stack "$(STACK)" --format "$(FORMAT)" $(if $(OUT),--out "$(OUT)")
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy .
+
+unit: $(VENV)/.installed
+	PYTHONPATH=. $(PY) -m pytest -m "not integration" -q
+
+integration: $(VENV)/.installed
+	PYTHONPATH=. $(PY) -m pytest -m integration -q
+
+test: lint typecheck $(VENV)/.installed
+	PYTHONPATH=. $(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	PYTHONPATH=. $(PY) -m tools.bench
+
+# The real Pulumi CLI (not available on CI): see README "Deploying with pulumi up".
+preview:
+	pulumi preview --stack "$(STACK)" --diff
+
+up:
+	pulumi up --stack "$(STACK)"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

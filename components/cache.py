@@ -1,0 +1,66 @@
+"""Redis: bounded memory with LRU eviction, ACL users with hashed passwords, persistence as configured."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_docker as docker
+
+from components.container import Attachment, HardenedContainer, Healthcheck, ServiceSpec, Upload, UploadDir
+from components.credentials import Credentials
+from components.database import data_mount
+from components.images_resource import pull
+from components.network import Networks
+from components.settings import Settings
+from configs import healthchecks
+from configs.render import ServerVersions, render_redis, render_redis_acl
+from configs.topology import Topology
+
+REDIS_UID = "999"
+
+
+class Cache(pulumi.ComponentResource):
+    container: docker.Container
+
+    def __init__(
+        self,
+        name: str,
+        stack: str,
+        settings: Settings,
+        topo: Topology,
+        versions: ServerVersions,
+        networks: Networks,
+        credentials: Credentials,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("stories:platform:Cache", name, None, opts)
+        acl = pulumi.Output.all(
+            credentials.redis_app.redis_hash,
+            credentials.redis_exporter.redis_hash,
+            credentials.redis_healthcheck.redis_hash,
+        ).apply(lambda hashes: render_redis_acl({"app": hashes[0], "exporter": hashes[1], "healthcheck": hashes[2]}))
+        spec = ServiceSpec(
+            service="redis",
+            image=pull("redis", settings.images.redis, self),
+            image_ref=settings.images.redis,
+            resources=settings.redis.resources,
+            networks=[Attachment(networks.backend, ["redis"])],
+            command=["redis-server", f"{topo.redis_config_dir}/redis.conf"],
+            env={"REDISCLI_AUTH": credentials.redis_healthcheck.value},
+            user=f"{REDIS_UID}:1000",
+            upload_dirs=[
+                UploadDir(
+                    topo.redis_config_dir,
+                    [
+                        Upload("redis.conf", render_redis(settings, topo, versions)["redis.conf"]),
+                        Upload("users.acl", acl, secret=True),
+                    ],
+                    owner=REDIS_UID,
+                )
+            ],
+            mounts=[data_mount("redis", stack, None, settings.host.retain_data_volumes, self, topo.redis_data_dir)],
+            tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+            healthcheck=Healthcheck(healthchecks.redis(topo), interval="10s", start_period="10s"),
+            stop_timeout_seconds=30,
+        )
+        self.container = HardenedContainer("redis", stack, spec, pulumi.ResourceOptions(parent=self)).container
+        self.register_outputs({"container": self.container.name})

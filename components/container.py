@@ -1,0 +1,233 @@
+"""One hardened Docker container: the conventions every service shares, decided once.
+
+Memory limit and reservation, cpus, json-file logs 10m x 3, restart unless-stopped, no-new-privileges,
+every capability dropped except the ones a spec names (with its reason), read-only root with tmpfs,
+a healthcheck, labels naming stack and service, explicit network_mode, fixed name with
+delete-before-replace.
+
+Docker refuses to copy files into a read-only container's root filesystem (and into read-only volume
+mounts), so each directory that receives uploaded config files is backed by a small named volume
+mounted read-write there; the service's user owns nothing in it, the files are 0444/0400.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_docker as docker
+
+from components.settings import Resources
+
+LOG_OPTS = {"max-size": "10m", "max-file": "3"}
+LABEL_PREFIX = "org.1001stories"
+SECRET_PERMISSIONS = "0400"
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    content: pulumi.Input[str]
+    secret: bool = False
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class UploadDir:
+    """Files uploaded into one directory; `owner` is the uid that must read secret files."""
+
+    path: str
+    files: Sequence[Upload]
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A named volume (`volume`) or a host path (`host_path`) at `target`."""
+
+    target: str
+    volume: docker.Volume | None = None
+    host_path: str | None = None
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Attachment:
+    network: docker.Network
+    aliases: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Port:
+    internal: int
+    external: int
+    ip: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    command: Sequence[str]
+    interval: str = "30s"
+    timeout: str = "5s"
+    retries: int = 3
+    start_period: str = "30s"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    service: str
+    image: pulumi.Input[str]
+    image_ref: str  # the pinned reference, recorded as a label (the image input is the pulled id)
+    resources: Resources
+    networks: Sequence[Attachment]
+    healthcheck: Healthcheck | None
+    no_healthcheck_reason: str = ""
+    command: Sequence[pulumi.Input[str]] | None = None
+    entrypoint: Sequence[str] | None = None
+    env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    upload_dirs: Sequence[UploadDir] = ()
+    mounts: Sequence[Mount] = ()
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    read_only: bool = True
+    cap_add: Mapping[str, str] = field(default_factory=dict)  # capability -> why it is needed
+    ports: Sequence[Port] = ()
+    stop_signal: str | None = None
+    stop_timeout_seconds: int | None = None
+    replica: int | None = None
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+def _slug(path: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
+
+
+def _env_list(env: Mapping[str, pulumi.Input[str]]) -> list[pulumi.Input[str]]:
+    """NAME=value entries, each its own Output so that only the secret ones are secret."""
+    return [pulumi.Output.concat(name, "=", value) for name, value in sorted(env.items())]
+
+
+class HardenedContainer(pulumi.ComponentResource):
+    """A container built from a `ServiceSpec`, with the volumes its uploads need."""
+
+    container: docker.Container
+
+    def __init__(
+        self, name: str, stack: str, spec: ServiceSpec, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("stories:docker:HardenedContainer", name, None, opts)
+        if spec.healthcheck is None and not spec.no_healthcheck_reason:
+            raise ValueError(f"{spec.service}: a container without a healthcheck must say why")
+        container_name = f"{stack}-{name}"
+        child = pulumi.ResourceOptions(parent=self)
+        mounts = list(spec.mounts)
+        if spec.read_only:
+            mounts += [self._config_volume(container_name, stack, spec, directory, child) for directory in spec.upload_dirs]
+        self.container = docker.Container(
+            name,
+            docker.ContainerArgs(
+                name=container_name,
+                image=spec.image,
+                hostname=name,
+                command=list(spec.command) if spec.command is not None else None,
+                entrypoints=list(spec.entrypoint) if spec.entrypoint is not None else None,
+                envs=_env_list(spec.env) if spec.env else None,
+                user=spec.user,
+                memory=spec.resources.memory_mb,
+                memory_reservation=spec.resources.memory_reservation_mb,
+                cpus=f"{spec.resources.cpus:g}",
+                restart="unless-stopped",
+                must_run=True,
+                read_only=spec.read_only,
+                tmpfs=dict(spec.tmpfs) or None,
+                security_opts=["no-new-privileges:true"],
+                capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=sorted(spec.cap_add) or None),
+                log_driver="json-file",
+                log_opts=LOG_OPTS,
+                network_mode=spec.networks[0].network.name,
+                networks_advanced=[
+                    docker.ContainerNetworksAdvancedArgs(name=attachment.network.name, aliases=list(attachment.aliases))
+                    for attachment in spec.networks
+                ],
+                ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip) for p in spec.ports]
+                or None,
+                volumes=[self._volume_args(mount) for mount in mounts] or None,
+                uploads=[
+                    self._upload_args(directory, upload) for directory in spec.upload_dirs for upload in directory.files
+                ]
+                or None,
+                healthcheck=self._healthcheck_args(spec.healthcheck),
+                stop_signal=spec.stop_signal,
+                stop_timeout=spec.stop_timeout_seconds,
+                labels=self._labels(stack, spec),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                delete_before_replace=True,
+                replace_on_changes=["healthcheck"],
+                depends_on=list(spec.depends_on),
+            ),
+        )
+        self.register_outputs({"name": self.container.name})
+
+    @staticmethod
+    def _config_volume(
+        container_name: str, stack: str, spec: ServiceSpec, directory: UploadDir, opts: pulumi.ResourceOptions
+    ) -> Mount:
+        volume_name = f"{container_name}-{_slug(directory.path)}"
+        volume = docker.Volume(
+            f"{spec.service}-{_slug(directory.path)}" + (f"-{spec.replica}" if spec.replica else ""),
+            name=volume_name,
+            labels=[
+                docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.stack", value=stack),
+                docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.purpose", value="uploaded-config"),
+            ],
+            opts=opts,
+        )
+        return Mount(target=directory.path, volume=volume)
+
+    @staticmethod
+    def _volume_args(mount: Mount) -> docker.ContainerVolumeArgs:
+        return docker.ContainerVolumeArgs(
+            container_path=mount.target,
+            volume_name=mount.volume.name if mount.volume is not None else None,
+            host_path=mount.host_path,
+            read_only=mount.read_only,
+        )
+
+    @staticmethod
+    def _upload_args(directory: UploadDir, upload: Upload) -> docker.ContainerUploadArgs:
+        content = pulumi.Output.secret(upload.content) if upload.secret else upload.content
+        permissions = SECRET_PERMISSIONS if upload.secret else ("0555" if upload.executable else "0444")
+        return docker.ContainerUploadArgs(
+            file=f"{directory.path}/{upload.name}",
+            content=content,
+            permissions=permissions,
+            owner=directory.owner if upload.secret else None,
+        )
+
+    @staticmethod
+    def _healthcheck_args(check: Healthcheck | None) -> docker.ContainerHealthcheckArgs | None:
+        if check is None:
+            return None
+        return docker.ContainerHealthcheckArgs(
+            tests=["CMD", *check.command],
+            interval=check.interval,
+            timeout=check.timeout,
+            retries=check.retries,
+            start_period=check.start_period,
+        )
+
+    @staticmethod
+    def _labels(stack: str, spec: ServiceSpec) -> list[docker.ContainerLabelArgs]:
+        labels = {"stack": stack, "service": spec.service, "image": spec.image_ref}
+        if spec.replica is not None:
+            labels["replica"] = str(spec.replica)
+        secret_env = sorted(name for name, value in spec.env.items() if isinstance(value, pulumi.Output))
+        if secret_env:
+            labels["secret-env"] = ",".join(secret_env)
+        if spec.cap_add:
+            labels["capabilities"] = "; ".join(f"{cap}: {why}" for cap, why in sorted(spec.cap_add.items()))
+        return [docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.{key}", value=value) for key, value in labels.items()]

@@ -1,0 +1,85 @@
+"""The whole platform of one stack: networks, data services, app, proxy, monitoring, backup bucket."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker as docker
+
+from components.app import App
+from components.backup_bucket import BackupBucket
+from components.cache import Cache
+from components.credentials import Credentials
+from components.database import Database
+from components.monitoring import Monitoring
+from components.network import Networks
+from components.pooler import Pooler
+from components.proxy import Proxy
+from components.settings import Settings
+from configs.render import image_versions, render_all
+from configs.topology import container_topology
+
+
+class Platform(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        stack: str,
+        settings: Settings,
+        secrets: pulumi.Output[Mapping[str, str]],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("stories:platform:Platform", name, None, opts)
+        topo = container_topology(settings)
+        versions = image_versions(settings)
+        files = render_all(settings, topo, versions)
+        docker_provider = docker.Provider(
+            "docker",
+            host=settings.host.docker_host,
+            ssh_opts=settings.host.ssh_opts or None,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        on_docker = pulumi.ResourceOptions(parent=self, providers=[docker_provider])
+        credentials = Credentials("credentials", pulumi.ResourceOptions(parent=self))
+        networks = Networks("networks", stack, settings.networks, on_docker)
+        database = Database("database", stack, settings, topo, versions, networks, credentials, on_docker)
+        pooler = Pooler(
+            "pooler", stack, settings, topo, versions, networks, credentials,
+            pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[database]),
+        )
+        cache = Cache("cache", stack, settings, topo, versions, networks, credentials, on_docker)
+        secret_env = {name: secrets.apply(lambda values, key=name: values[key]) for name in settings.app.secret_env}
+        app = App(
+            "app", stack, settings, topo, networks, credentials, secret_env,
+            pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[pooler, cache]),
+        )
+        Proxy("proxy", stack, settings, topo, versions, networks, app.books_volume,
+              pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[app]))
+        if settings.monitoring.enabled:
+            Monitoring("monitoring", stack, settings, topo, files, networks, credentials, secrets, on_docker)
+        self.outputs: dict[str, pulumi.Input[object]] = {
+            "url": settings.public_url,
+            "appReplicas": len(app.containers),
+        }
+        if settings.monitoring.enabled:
+            self.outputs["prometheusUrl"] = f"http://127.0.0.1:{settings.monitoring.prometheus_host_port}"
+            self.outputs["alertmanagerUrl"] = f"http://127.0.0.1:{settings.monitoring.alertmanager_host_port}"
+            if settings.monitoring.grafana.enabled:
+                self.outputs["grafanaUrl"] = f"http://127.0.0.1:{settings.monitoring.grafana.host_port}"
+                self.outputs["grafanaAdminPassword"] = credentials.grafana_admin.value
+        if settings.backup.s3.enabled:
+            self._bucket(stack, settings)
+        self.register_outputs(self.outputs)
+
+    def _bucket(self, stack: str, settings: Settings) -> None:
+        s3 = settings.backup.s3
+        aws_provider = aws.Provider("aws", region=s3.region, opts=pulumi.ResourceOptions(parent=self))
+        bucket = BackupBucket("backup", stack, s3, pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
+        self.outputs["backupBucket"] = bucket.bucket.bucket
+        if bucket.access_key_id is not None:
+            self.outputs["backupWriterAccessKeyId"] = bucket.access_key_id
+            self.outputs["backupWriterSecretAccessKey"] = bucket.secret_access_key
+        if bucket.role_arn is not None:
+            self.outputs["backupWriterRoleArn"] = bucket.role_arn

@@ -1,0 +1,437 @@
+"""The stack configuration as one validated model tree.
+
+Every number the platform uses is decided here (or derived here from what is decided here) and read
+everywhere else. The defaults are the ops guide's numbers. Keys are camelCase in `Pulumi.<stack>.yaml`;
+units are part of the key name (`memoryMb`, `retentionDays`, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Network
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from components.images import ImageRef, parse_image
+
+MIB = 1024 * 1024
+
+# Postgres connections that are not PgBouncer's: superuser_reserved_connections, the exporter, the
+# backup tool (pgBackRest opens up to two), and a few for an operator's psql or a migration.
+SUPERUSER_RESERVED_CONNECTIONS = 3
+NON_POOL_CONNECTIONS = 12
+
+# The prefixes the backup tools own inside the bucket (issue 4). A lifecycle rule that expires current
+# versions must never reach into them: restic keeps unchanged files in packs that can be years old and
+# pgBackRest keeps a full backup for as long as its diffs need it.
+BACKUP_TOOL_PREFIXES = ("pgbackrest/", "restic/")
+
+
+class Model(BaseModel):
+    """Base of every settings node: camelCase keys, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        validate_by_name=False,
+        validate_by_alias=True,
+    )
+
+
+def _pinned_image(value: str) -> str:
+    parse_image(value)  # raises ValueError with the rule when the tag is missing or floating
+    return value
+
+
+PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def _hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ValueError("must be a lowercase DNS name such as stories.example.org")
+    return value
+
+
+def _sql_identifier(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError("must be a lowercase SQL identifier: letters, digits, underscore, at most 63")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError("must be an environment variable name: A-Z, 0-9 and _, not starting with a digit")
+    return value
+
+
+Hostname = Annotated[str, AfterValidator(_hostname)]
+SqlIdentifier = Annotated[str, AfterValidator(_sql_identifier)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class Resources(Model):
+    """Container limits: `memoryMb` is the hard limit, `memoryReservationMb` the soft one Docker
+    falls back to under host memory pressure, `cpus` a CFS quota in cores."""
+
+    memory_mb: int = Field(ge=16, le=262144)
+    memory_reservation_mb: int = Field(ge=8, le=262144)
+    cpus: float = Field(gt=0, le=64)
+
+    @model_validator(mode="after")
+    def _reservation_below_limit(self) -> Resources:
+        if self.memory_reservation_mb > self.memory_mb:
+            raise ValueError(
+                f"memoryReservationMb ({self.memory_reservation_mb}) must not exceed memoryMb ({self.memory_mb})"
+            )
+        return self
+
+
+def resources(memory_mb: int, reservation_mb: int, cpus: float) -> Resources:
+    return Resources.model_validate({"memoryMb": memory_mb, "memoryReservationMb": reservation_mb, "cpus": cpus})
+
+
+class HostSettings(Model):
+    docker_host: str = "unix:///var/run/docker.sock"
+    ssh_opts: list[str] = Field(default_factory=list)
+    memory_mb: int = Field(default=8192, ge=512)
+    cpus: float = Field(default=4, gt=0)
+    retain_data_volumes: bool = True
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> HostSettings:
+        if not re.match(r"^(unix|ssh|tcp)://\S+$", self.docker_host):
+            raise ValueError(
+                f"dockerHost {self.docker_host!r} must be unix:///path, ssh://user@host or tcp://host:port"
+            )
+        return self
+
+
+class NetworkSettings(Model):
+    """Subnets of the stack's Docker networks, fixed so that pg_hba can name the data network."""
+
+    edge: IPv4Network = IPv4Network("172.30.0.0/24")
+    app: IPv4Network = IPv4Network("172.30.1.0/24")
+    backend: IPv4Network = IPv4Network("172.30.2.0/24")
+    data: IPv4Network = IPv4Network("172.30.3.0/24")
+    monitoring: IPv4Network = IPv4Network("172.30.4.0/24")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> NetworkSettings:
+        subnets = self.model_dump()
+        for name, subnet in subnets.items():
+            for other, other_subnet in subnets.items():
+                if name < other and subnet.overlaps(other_subnet):
+                    raise ValueError(f"subnets {name} ({subnet}) and {other} ({other_subnet}) overlap")
+        return self
+
+
+class Images(Model):
+    """Every image pinned to an explicit version tag. The Postgres major must stay 15 (the data directory)."""
+
+    postgres: PinnedImage = "postgres:15.13-bookworm"
+    pgbouncer: PinnedImage = "edoburu/pgbouncer:1.23.1"
+    redis: PinnedImage = "redis:7.2.5-alpine"
+    nginx: PinnedImage = "nginxinc/nginx-unprivileged:1.27.3-alpine"
+    certbot: PinnedImage = "certbot/certbot:v3.0.1"
+    prometheus: PinnedImage = "prom/prometheus:v2.53.3"
+    alertmanager: PinnedImage = "prom/alertmanager:v0.27.0"
+    node_exporter: PinnedImage = "prom/node-exporter:v1.8.2"
+    cadvisor: PinnedImage = "gcr.io/cadvisor/cadvisor:v0.49.1"
+    postgres_exporter: PinnedImage = "quay.io/prometheuscommunity/postgres-exporter:v0.16.0"
+    pgbouncer_exporter: PinnedImage = "prometheuscommunity/pgbouncer-exporter:v0.10.2"
+    redis_exporter: PinnedImage = "oliver006/redis_exporter:v1.66.0"
+    nginx_exporter: PinnedImage = "nginx/nginx-prometheus-exporter:1.4.0"
+    blackbox_exporter: PinnedImage = "prom/blackbox-exporter:v0.25.0"
+    grafana: PinnedImage = "grafana/grafana:11.3.1"
+
+    def ref(self, service: str) -> ImageRef:
+        return parse_image(getattr(self, service))
+
+    @model_validator(mode="after")
+    def _postgres_major(self) -> Images:
+        if self.ref("postgres").major != 15:
+            raise ValueError(f"postgres {self.postgres!r} must be a PostgreSQL 15 image (the data directory is 15)")
+        return self
+
+
+class AppBuild(Model):
+    """Build the app image from its repository (docker.Image with BuildKit)."""
+
+    context: str
+    dockerfile: str = "Dockerfile"
+    target: str | None = None
+    image_name: str = Field(pattern=r"^[a-z0-9./_-]+:[A-Za-z0-9._-]+$")
+    cache_from: list[str] = Field(default_factory=list)
+
+
+class AppSettings(Model):
+    image: PinnedImage | None = None
+    build: AppBuild | None = None
+    replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=3, ge=1, le=10)
+    port: int = Field(default=3000, ge=1, le=65535)
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    secret_env: list[EnvName] = Field(default_factory=list)
+    uploads_path: str = "/app/uploads"
+    books_path: str = "/app/public/books"
+    tmp_path: str = "/app/tmp"
+    cache_path: str = "/app/.next/cache"
+    health_path: str = "/api/health"
+    resources: Resources = Field(default_factory=lambda: resources(1024, 256, 1.0))
+
+    @model_validator(mode="after")
+    def _image_or_build(self) -> AppSettings:
+        if (self.image is None) == (self.build is None):
+            raise ValueError("set exactly one of image (a pinned reference) or build (a context to build)")
+        if self.replicas > self.max_replicas:
+            raise ValueError(f"replicas ({self.replicas}) must not exceed maxReplicas ({self.max_replicas})")
+        return self
+
+
+class DatabaseSettings(Model):
+    name: SqlIdentifier = "stories_db"
+    user: SqlIdentifier = "stories_user"
+    data_host_path: str | None = None
+    work_mem_mb: int = Field(default=4, ge=1, le=2048)
+    max_connections: int | None = Field(default=None, ge=10, le=5000)
+    statement_timeout_seconds: int = Field(default=30, ge=1)
+    idle_in_transaction_timeout_seconds: int = Field(default=60, ge=1)
+    slow_query_ms: int = Field(default=1000, ge=0)
+    resources: Resources = Field(default_factory=lambda: resources(512, 256, 0.75))
+
+
+class PoolSettings(Model):
+    pool_mode: Literal["transaction", "session"] = "transaction"
+    default_pool_size: int = Field(default=20, ge=1, le=1000)
+    min_pool_size: int = Field(default=5, ge=0)
+    reserve_pool_size: int = Field(default=5, ge=0)
+    reserve_pool_timeout_seconds: int = Field(default=3, ge=0)
+    max_client_conn: int = Field(default=100, ge=1, le=100000)
+    server_idle_timeout_seconds: int = Field(default=600, ge=0)
+    resources: Resources = Field(default_factory=lambda: resources(128, 32, 0.25))
+
+    @model_validator(mode="after")
+    def _pool_order(self) -> PoolSettings:
+        if self.min_pool_size > self.default_pool_size:
+            raise ValueError(
+                f"minPoolSize ({self.min_pool_size}) must not exceed defaultPoolSize ({self.default_pool_size})"
+            )
+        if self.max_client_conn < self.default_pool_size:
+            raise ValueError(
+                f"maxClientConn ({self.max_client_conn}) must be at least defaultPoolSize ({self.default_pool_size})"
+            )
+        return self
+
+    @property
+    def server_connections(self) -> int:
+        """The most server connections PgBouncer opens to Postgres (one database/user pair)."""
+        return self.default_pool_size + self.reserve_pool_size
+
+
+class RedisSettings(Model):
+    maxmemory_mb: int = Field(default=256, ge=16)
+    maxmemory_policy: Literal[
+        "allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "allkeys-random", "volatile-ttl", "noeviction"
+    ] = "allkeys-lru"
+    persistence: Literal["none", "rdb", "aof", "rdb+aof"] = "rdb"
+    resources: Resources = Field(default_factory=lambda: resources(512, 128, 0.25))
+
+    @property
+    def forks_for_persistence(self) -> bool:
+        return self.persistence != "none"
+
+    @property
+    def required_limit_mb(self) -> int:
+        """A BGSAVE/AOF rewrite forks; copy-on-write can touch every page, so the worst case is twice
+        the dataset. Without persistence only the allocator's overhead needs room."""
+        return 2 * self.maxmemory_mb if self.forks_for_persistence else self.maxmemory_mb + 64
+
+
+class TlsSettings(Model):
+    mode: Literal["self-signed", "letsencrypt"] = "self-signed"
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+    acme_staging: bool = False
+    renew_interval_hours: int = Field(default=12, ge=1, le=168)
+
+    @model_validator(mode="after")
+    def _email_for_acme(self) -> TlsSettings:
+        if self.mode == "letsencrypt" and not self.email:
+            raise ValueError("mode letsencrypt needs an email for the ACME account")
+        return self
+
+
+class RateLimits(Model):
+    api_per_second: int = Field(default=10, ge=1)
+    api_burst: int = Field(default=20, ge=0)
+    auth_per_minute: int = Field(default=30, ge=1)
+    auth_burst: int = Field(default=10, ge=0)
+
+
+class ProxySettings(Model):
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    client_max_body_mb: int = Field(default=50, ge=1, le=4096)
+    static_cache_days: int = Field(default=365, ge=0)
+    pdf_cache_days: int = Field(default=30, ge=0)
+    hsts_max_age_seconds: int = Field(default=31536000, ge=0)
+    books_url_path: str = Field(default="/books/", pattern=r"^/[a-z0-9/_-]*/$")
+    resources: Resources = Field(default_factory=lambda: resources(256, 64, 0.5))
+    certbot_resources: Resources = Field(default_factory=lambda: resources(128, 32, 0.1))
+
+
+class AlertThresholds(Model):
+    """The guide's alert thresholds."""
+
+    service_down_minutes: int = Field(default=1, ge=1)
+    db_connection_failure_percent: float = Field(default=5, gt=0, lt=100)
+    memory_percent: float = Field(default=90, gt=0, lt=100)
+    disk_free_percent: float = Field(default=10, gt=0, lt=100)
+    cpu_percent: float = Field(default=80, gt=0, lt=100)
+    cpu_for_minutes: int = Field(default=5, ge=1)
+    response_time_seconds: float = Field(default=2, gt=0)
+    active_sessions: int = Field(default=100, ge=1)
+    backup_max_age_hours: float = Field(default=26, gt=0)
+
+
+class EmailReceiver(Model):
+    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    smarthost: str = Field(pattern=r"^[^:\s]+:\d+$")
+    auth_username: str | None = None
+    auth_password_secret: str | None = None
+
+
+class SlackReceiver(Model):
+    api_url_secret: str
+    channel: str = Field(pattern=r"^#[a-z0-9_-]+$")
+
+
+class WebhookReceiver(Model):
+    url_secret: str
+
+
+class Receiver(Model):
+    name: str = Field(pattern=r"^[a-z0-9-]+$")
+    severities: list[Literal["critical", "warning"]] = Field(default_factory=lambda: ["critical", "warning"])
+    email: EmailReceiver | None = None
+    slack: SlackReceiver | None = None
+    webhook: WebhookReceiver | None = None
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> Receiver:
+        if sum(channel is not None for channel in (self.email, self.slack, self.webhook)) != 1:
+            raise ValueError(f"receiver {self.name!r} must set exactly one of email, slack or webhook")
+        return self
+
+    def secret_names(self) -> list[str]:
+        names = [
+            self.email.auth_password_secret if self.email else None,
+            self.slack.api_url_secret if self.slack else None,
+            self.webhook.url_secret if self.webhook else None,
+        ]
+        return [name for name in names if name]
+
+
+class GrafanaSettings(Model):
+    enabled: bool = False
+    host_port: int = Field(default=3001, ge=1024, le=65535)
+    resources: Resources = Field(default_factory=lambda: resources(256, 64, 0.25))
+
+
+class MonitoringResources(Model):
+    prometheus: Resources = Field(default_factory=lambda: resources(1024, 256, 0.5))
+    alertmanager: Resources = Field(default_factory=lambda: resources(128, 32, 0.1))
+    node_exporter: Resources = Field(default_factory=lambda: resources(64, 16, 0.1))
+    cadvisor: Resources = Field(default_factory=lambda: resources(256, 64, 0.25))
+    exporter: Resources = Field(default_factory=lambda: resources(64, 16, 0.1))
+
+
+class MonitoringSettings(Model):
+    enabled: bool = True
+    retention_days: int = Field(default=15, ge=1, le=3650)
+    scrape_interval_seconds: int = Field(default=15, ge=5, le=300)
+    prometheus_host_port: int = Field(default=9090, ge=1024, le=65535)
+    alertmanager_host_port: int = Field(default=9093, ge=1024, le=65535)
+    alerts: AlertThresholds = Field(default_factory=AlertThresholds)
+    receivers: list[Receiver] = Field(default_factory=list)
+    grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
+    resources: MonitoringResources = Field(default_factory=MonitoringResources)
+
+    @model_validator(mode="after")
+    def _unique_receivers(self) -> MonitoringSettings:
+        names = [receiver.name for receiver in self.receivers]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"receiver names must be unique; repeated: {', '.join(duplicates)}")
+        if self.grafana.enabled and not self.enabled:
+            raise ValueError("grafana.enabled needs monitoring.enabled")
+        return self
+
+
+class S3BackupSettings(Model):
+    enabled: bool = False
+    region: str = Field(default="eu-west-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    bucket_prefix: str = Field(default="stories-backup-", pattern=r"^[a-z0-9][a-z0-9-]{2,36}$")
+    kms_key_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/.+$")
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    noncurrent_version_days: int = Field(default=7, ge=1, le=3650)
+    abort_incomplete_upload_days: int = Field(default=1, ge=1, le=30)
+    expire_current_prefixes: list[str] = Field(default_factory=lambda: ["dumps/"])
+    writer: Literal["user", "role"] = "user"
+    writer_trusted_principal_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:.+$")
+    force_destroy: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> S3BackupSettings:
+        if self.writer == "role" and not self.writer_trusted_principal_arn:
+            raise ValueError("writer role needs writerTrustedPrincipalArn (who may assume it)")
+        for prefix in self.expire_current_prefixes:
+            if not re.match(r"^[a-z0-9][a-z0-9_-]*/$", prefix):
+                raise ValueError(f"expireCurrentPrefixes entry {prefix!r} must look like 'name/'")
+            if prefix in BACKUP_TOOL_PREFIXES:
+                raise ValueError(
+                    f"expireCurrentPrefixes entry {prefix!r} is owned by a backup tool, which keeps its own "
+                    "retention; expiring it would delete data that current backups still reference"
+                )
+        return self
+
+
+class BackupSettings(Model):
+    s3: S3BackupSettings = Field(default_factory=S3BackupSettings)
+
+
+class Settings(Model):
+    """The root of `<project>:settings`."""
+
+    domain: Hostname
+    host: HostSettings = Field(default_factory=HostSettings)
+    networks: NetworkSettings = Field(default_factory=NetworkSettings)
+    images: Images = Field(default_factory=Images)
+    app: AppSettings
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    pgbouncer: PoolSettings = Field(default_factory=PoolSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+
+    @property
+    def public_url(self) -> str:
+        return f"https://{self.domain}"
+
+    def secret_references(self) -> dict[str, list[str]]:
+        """Key path -> names this configuration expects in `<project>:secrets`."""
+        references: dict[str, list[str]] = {}
+        if self.app.secret_env:
+            references["app.secretEnv"] = list(self.app.secret_env)
+        for index, receiver in enumerate(self.monitoring.receivers):
+            if receiver.secret_names():
+                references[f"monitoring.receivers[{index}]"] = receiver.secret_names()
+        return references

@@ -1,0 +1,66 @@
+"""Values derived from the settings: Postgres tuning from its container memory, the connection budget,
+and the inventory of containers the stack runs (for the host-size check)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.settings import NON_POOL_CONNECTIONS, SUPERUSER_RESERVED_CONNECTIONS, Resources, Settings
+
+
+@dataclass(frozen=True)
+class PostgresTuning:
+    shared_buffers_mb: int
+    effective_cache_size_mb: int
+    work_mem_mb: int
+    maintenance_work_mem_mb: int
+    max_connections: int
+
+
+def required_max_connections(settings: Settings) -> int:
+    """PgBouncer's server connections plus everything that connects directly."""
+    return settings.pgbouncer.server_connections + SUPERUSER_RESERVED_CONNECTIONS + NON_POOL_CONNECTIONS
+
+
+def postgres_tuning(settings: Settings) -> PostgresTuning:
+    """shared_buffers 25% and effective_cache_size 75% of the container's memory (the guide's rule)."""
+    memory_mb = settings.database.resources.memory_mb
+    return PostgresTuning(
+        shared_buffers_mb=memory_mb // 4,
+        effective_cache_size_mb=memory_mb * 3 // 4,
+        work_mem_mb=settings.database.work_mem_mb,
+        maintenance_work_mem_mb=max(16, memory_mb // 16),
+        max_connections=settings.database.max_connections or required_max_connections(settings),
+    )
+
+
+def container_budget(settings: Settings) -> dict[str, tuple[Resources, int]]:
+    """Every long-running container of the stack: service -> (resources, how many). The app counts
+    at maxReplicas, since the host must hold the most the scaler may run."""
+    budget: dict[str, tuple[Resources, int]] = {
+        "postgres": (settings.database.resources, 1),
+        "pgbouncer": (settings.pgbouncer.resources, 1),
+        "redis": (settings.redis.resources, 1),
+        "app": (settings.app.resources, settings.app.max_replicas),
+        "nginx": (settings.proxy.resources, 1),
+    }
+    if settings.proxy.tls.mode == "letsencrypt":
+        budget["certbot"] = (settings.proxy.certbot_resources, 1)
+    monitoring = settings.monitoring
+    if monitoring.enabled:
+        budget.update(
+            {
+                "prometheus": (monitoring.resources.prometheus, 1),
+                "alertmanager": (monitoring.resources.alertmanager, 1),
+                "node-exporter": (monitoring.resources.node_exporter, 1),
+                "cadvisor": (monitoring.resources.cadvisor, 1),
+                "postgres-exporter": (monitoring.resources.exporter, 1),
+                "pgbouncer-exporter": (monitoring.resources.exporter, 1),
+                "redis-exporter": (monitoring.resources.exporter, 1),
+                "nginx-exporter": (monitoring.resources.exporter, 1),
+                "blackbox-exporter": (monitoring.resources.exporter, 1),
+            }
+        )
+        if monitoring.grafana.enabled:
+            budget["grafana"] = (monitoring.grafana.resources, 1)
+    return budget

@@ -1,0 +1,1 @@
+"""Service configuration files, rendered by pure functions of the settings."""

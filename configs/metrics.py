@@ -1,0 +1,84 @@
+"""Every metric name that the alert rules and dashboards may use, with where it comes from.
+
+This is the one list: a test parses every rule and dashboard query and fails on a name not here.
+Add a metric here only with its source, and only if that source is deployed by the stack.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Source = Literal[
+    "prometheus",
+    "node-exporter",
+    "cadvisor",
+    "postgres-exporter",
+    "pgbouncer-exporter",
+    "redis-exporter",
+    "nginx-exporter",
+    "blackbox-exporter",
+    "recording-rule",
+    "app-contract",
+    "backup-contract",
+]
+
+SOURCES: dict[Source, str] = {
+    "prometheus": "Prometheus itself: `up` for every scrape target, `ALERTS` for firing alerts",
+    "node-exporter": "prom/node-exporter v1.8 (collectors cpu, meminfo, filesystem, loadavg)",
+    "cadvisor": "cAdvisor v0.49 (per-container cgroup statistics)",
+    "postgres-exporter": "prometheus-community postgres_exporter v0.16 (default collectors)",
+    "pgbouncer-exporter": "prometheus-community pgbouncer_exporter v0.10 (SHOW POOLS/STATS/DATABASES)",
+    "redis-exporter": "oliver006 redis_exporter v1.66 (INFO)",
+    "nginx-exporter": "nginx-prometheus-exporter 1.4 (stub_status)",
+    "blackbox-exporter": "prom/blackbox-exporter v0.25 (http_2xx probe of /api/health)",
+    "recording-rule": "this stack's recording rules (configs/monitoring.py)",
+    "app-contract": "the app's future /api/metrics contract (README: Metric contract); absent until the app exports it",
+    "backup-contract": "the backup service's metrics (README: Metric contract)",
+}
+
+METRICS: dict[str, Source] = {
+    "up": "prometheus",
+    "ALERTS": "prometheus",
+    "node_cpu_seconds_total": "node-exporter",
+    "node_memory_MemAvailable_bytes": "node-exporter",
+    "node_memory_MemTotal_bytes": "node-exporter",
+    "node_filesystem_avail_bytes": "node-exporter",
+    "node_filesystem_size_bytes": "node-exporter",
+    "node_load1": "node-exporter",
+    "container_cpu_usage_seconds_total": "cadvisor",
+    "container_spec_cpu_quota": "cadvisor",
+    "container_spec_cpu_period": "cadvisor",
+    "container_memory_working_set_bytes": "cadvisor",
+    "container_spec_memory_limit_bytes": "cadvisor",
+    "pg_up": "postgres-exporter",
+    "pg_stat_database_numbackends": "postgres-exporter",
+    "pg_stat_database_xact_commit": "postgres-exporter",
+    "pg_stat_database_xact_rollback": "postgres-exporter",
+    "pg_stat_database_deadlocks": "postgres-exporter",
+    "pg_settings_max_connections": "postgres-exporter",
+    "pg_database_size_bytes": "postgres-exporter",
+    "pgbouncer_up": "pgbouncer-exporter",
+    "pgbouncer_pools_client_active_connections": "pgbouncer-exporter",
+    "pgbouncer_pools_client_waiting_connections": "pgbouncer-exporter",
+    "pgbouncer_pools_server_active_connections": "pgbouncer-exporter",
+    "pgbouncer_pools_server_idle_connections": "pgbouncer-exporter",
+    "pgbouncer_pools_client_maxwait_seconds": "pgbouncer-exporter",
+    "redis_up": "redis-exporter",
+    "redis_memory_used_bytes": "redis-exporter",
+    "redis_memory_max_bytes": "redis-exporter",
+    "redis_evicted_keys_total": "redis-exporter",
+    "redis_connected_clients": "redis-exporter",
+    "redis_keyspace_hits_total": "redis-exporter",
+    "redis_keyspace_misses_total": "redis-exporter",
+    "nginx_up": "nginx-exporter",
+    "nginx_connections_active": "nginx-exporter",
+    "nginx_http_requests_total": "nginx-exporter",
+    "probe_success": "blackbox-exporter",
+    "probe_duration_seconds": "blackbox-exporter",
+    "stories:db_connection_failure_ratio:5m": "recording-rule",
+    "stories:active_sessions": "recording-rule",
+    "stories:http_requests:rate1m": "recording-rule",
+    "stories_active_sessions": "app-contract",
+    "stories_backup_last_success_timestamp_seconds": "backup-contract",
+    "stories_backup_last_run_success": "backup-contract",
+}

@@ -1,0 +1,418 @@
+"""Prometheus, Alertmanager, blackbox exporter and Grafana files, built as data and dumped as YAML/JSON.
+
+Alert rules are data (as in the Prometheus monitoring mixins): one `AlertRule` per guide threshold,
+each with a severity and a human summary, each covered by `promtool test rules` in the tests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from components.settings import Receiver, Settings
+from configs.topology import app_hostname
+
+CONFIG_DIR = "/etc/stories"
+PROMETHEUS_RULES_DIR = f"{CONFIG_DIR}/prometheus/rules"
+GRAFANA_DASHBOARDS_DIR = f"{CONFIG_DIR}/grafana/dashboards"
+
+# Scrape targets inside the monitoring network: job -> host:port.
+EXPORTER_TARGETS = {
+    "node": "node-exporter:9100",
+    "cadvisor": "cadvisor:8080",
+    "postgres": "postgres-exporter:9187",
+    "pgbouncer": "pgbouncer-exporter:9127",
+    "redis": "redis-exporter:9121",
+    "nginx": "nginx-exporter:9113",
+    "alertmanager": "alertmanager:9093",
+}
+BLACKBOX_TARGET = "blackbox-exporter:9115"
+BLACKBOX_JOB = "blackbox-app"
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    name: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+
+    def as_rule(self) -> dict[str, Any]:
+        rule: dict[str, Any] = {"alert": self.name, "expr": self.expr}
+        if self.for_ != "0m":
+            rule["for"] = self.for_
+        rule["labels"] = {"severity": self.severity}
+        rule["annotations"] = {"summary": self.summary, "description": self.description}
+        return rule
+
+
+@dataclass(frozen=True)
+class RecordingRule:
+    record: str
+    expr: str
+
+
+def recording_rules() -> list[RecordingRule]:
+    return [
+        # Share of the exporter's periodic connection attempts to Postgres that failed. The app has no
+        # connection-error counter today; this is what the stack really measures.
+        RecordingRule("stories:db_connection_failure_ratio:5m", "1 - avg_over_time(pg_up[5m])"),
+        # Active sessions from the app's metric contract when it exports it, else nginx's active
+        # client connections as the nearest measured signal.
+        RecordingRule(
+            "stories:active_sessions",
+            "sum(stories_active_sessions) or sum(nginx_connections_active)",
+        ),
+        RecordingRule("stories:http_requests:rate1m", "sum(rate(nginx_http_requests_total[1m]))"),
+    ]
+
+
+def alert_rules(settings: Settings) -> list[AlertRule]:
+    """One rule per threshold of the guide (critical: down, DB failures, memory, disk; warning: CPU,
+    response time, sessions, backup)."""
+    t = settings.monitoring.alerts
+    down = f"{t.service_down_minutes}m"
+    memory = t.memory_percent
+    return [
+        AlertRule(
+            "ServiceDown", "up == 0", down, "critical",
+            "{{ $labels.job }} is down",
+            f"Prometheus could not scrape {{{{ $labels.instance }}}} for more than {down}.",
+        ),
+        AlertRule(
+            "AppHealthCheckFailing", f'probe_success{{job="{BLACKBOX_JOB}"}} == 0', down, "critical",
+            "App replica {{ $labels.instance }} fails its health check",
+            f"GET /api/health on {{{{ $labels.instance }}}} has failed for more than {down}.",
+        ),
+        AlertRule(
+            "DatabaseConnectionFailures",
+            f"stories:db_connection_failure_ratio:5m * 100 > {t.db_connection_failure_percent:g}", "1m", "critical",
+            "Connections to PostgreSQL are failing",
+            f"More than {t.db_connection_failure_percent:g}% of connection attempts to PostgreSQL failed in the "
+            "last 5 minutes ({{ $value | humanize }}%).",
+        ),
+        AlertRule(
+            "HostMemoryHigh",
+            f"(1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes) * 100 > {memory:g}", "2m",
+            "critical",
+            f"Host memory above {memory:g}%",
+            "Memory use on {{ $labels.instance }} is {{ $value | humanize }}%.",
+        ),
+        AlertRule(
+            "ContainerMemoryHigh",
+            "container_memory_working_set_bytes{name!=\"\"} / (container_spec_memory_limit_bytes{name!=\"\"} > 0)"
+            f" * 100 > {memory:g}", "2m", "critical",
+            "Container {{ $labels.name }} near its memory limit",
+            f"{{{{ $labels.name }}}} uses {{{{ $value | humanize }}}}% of its memory limit (threshold {memory:g}%).",
+        ),
+        AlertRule(
+            "DiskSpaceLow",
+            "node_filesystem_avail_bytes{fstype!~\"tmpfs|overlay|squashfs|ramfs\"}"
+            " / node_filesystem_size_bytes{fstype!~\"tmpfs|overlay|squashfs|ramfs\"}"
+            f" * 100 < {t.disk_free_percent:g}", "5m", "critical",
+            "Disk almost full on {{ $labels.mountpoint }}",
+            f"Only {{{{ $value | humanize }}}}% free on {{{{ $labels.mountpoint }}}} (threshold {t.disk_free_percent:g}%).",
+        ),
+        AlertRule(
+            "HostCpuHigh",
+            f'(1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle"}}[5m]))) * 100 > {t.cpu_percent:g}',
+            f"{t.cpu_for_minutes}m", "warning",
+            f"Host CPU above {t.cpu_percent:g}% for {t.cpu_for_minutes} minutes",
+            "CPU use on {{ $labels.instance }} is {{ $value | humanize }}%.",
+        ),
+        AlertRule(
+            "ContainerCpuHigh",
+            "rate(container_cpu_usage_seconds_total{name!=\"\"}[5m])"
+            " / (container_spec_cpu_quota{name!=\"\"} / container_spec_cpu_period{name!=\"\"})"
+            f" * 100 > {t.cpu_percent:g}",
+            f"{t.cpu_for_minutes}m", "warning",
+            "Container {{ $labels.name }} near its CPU limit",
+            f"{{{{ $labels.name }}}} uses {{{{ $value | humanize }}}}% of its CPU limit (threshold {t.cpu_percent:g}%).",
+        ),
+        AlertRule(
+            "SlowResponses",
+            f'probe_duration_seconds{{job="{BLACKBOX_JOB}"}} > {t.response_time_seconds:g}', "2m", "warning",
+            f"App responses slower than {t.response_time_seconds:g} s",
+            "/api/health on {{ $labels.instance }} took {{ $value | humanizeDuration }}.",
+        ),
+        AlertRule(
+            "ActiveSessionsHigh", f"stories:active_sessions > {t.active_sessions}", "5m", "warning",
+            f"More than {t.active_sessions} active sessions",
+            "{{ $value }} active sessions; consider more app replicas (see the scaler).",
+        ),
+        AlertRule(
+            "BackupFailed", "stories_backup_last_run_success == 0", "0m", "warning",
+            "Backup of {{ $labels.kind }} failed",
+            "The last {{ $labels.kind }} backup run failed; see the backup container's log.",
+        ),
+        AlertRule(
+            "BackupTooOld",
+            f"time() - stories_backup_last_success_timestamp_seconds > {int(t.backup_max_age_hours * 3600)}", "0m",
+            "warning",
+            "No recent {{ $labels.kind }} backup",
+            f"The last successful {{{{ $labels.kind }}}} backup is older than {t.backup_max_age_hours:g} hours.",
+        ),
+    ]
+
+
+def _dump_yaml(document: Any) -> str:
+    return yaml.safe_dump(document, sort_keys=False, width=120)
+
+
+def render_rules(settings: Settings) -> dict[str, str]:
+    alerts = {"groups": [{"name": "stories-alerts", "rules": [rule.as_rule() for rule in alert_rules(settings)]}]}
+    records = {
+        "groups": [
+            {
+                "name": "stories-recording",
+                "rules": [{"record": rule.record, "expr": rule.expr} for rule in recording_rules()],
+            }
+        ]
+    }
+    return {"alerts.yml": _dump_yaml(alerts), "recording.yml": _dump_yaml(records)}
+
+
+def blackbox_targets(settings: Settings) -> list[str]:
+    return [
+        f"http://{app_hostname(replica)}:{settings.app.port}{settings.app.health_path}"
+        for replica in range(1, settings.app.max_replicas + 1)
+    ]
+
+
+def render_prometheus(settings: Settings) -> str:
+    monitoring = settings.monitoring
+    jobs: list[dict[str, Any]] = [{"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}]
+    jobs += [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in EXPORTER_TARGETS.items()]
+    if monitoring.grafana.enabled:
+        jobs.append({"job_name": "grafana", "static_configs": [{"targets": ["grafana:3000"]}]})
+    jobs.append(
+        {
+            "job_name": BLACKBOX_JOB,
+            "metrics_path": "/probe",
+            "params": {"module": ["http_2xx"]},
+            "static_configs": [{"targets": blackbox_targets(settings)}],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": BLACKBOX_TARGET},
+            ],
+        }
+    )
+    document = {
+        "global": {
+            "scrape_interval": f"{monitoring.scrape_interval_seconds}s",
+            "evaluation_interval": f"{monitoring.scrape_interval_seconds}s",
+            "external_labels": {"platform": "1001-stories", "domain": settings.domain},
+        },
+        "rule_files": [f"{PROMETHEUS_RULES_DIR}/*.yml"],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [EXPORTER_TARGETS["alertmanager"]]}]}]},
+        "scrape_configs": jobs,
+    }
+    return _dump_yaml(document)
+
+
+def _receiver_config(receiver: Receiver, secrets: Mapping[str, str]) -> dict[str, Any]:
+    config: dict[str, Any] = {"name": receiver.name}
+    if receiver.email:
+        email: dict[str, Any] = {
+            "to": receiver.email.to,
+            "from": receiver.email.sender,
+            "smarthost": receiver.email.smarthost,
+            "send_resolved": True,
+        }
+        if receiver.email.auth_username:
+            email["auth_username"] = receiver.email.auth_username
+        if receiver.email.auth_password_secret:
+            email["auth_password"] = secrets[receiver.email.auth_password_secret]
+        config["email_configs"] = [email]
+    if receiver.slack:
+        config["slack_configs"] = [
+            {
+                "api_url": secrets[receiver.slack.api_url_secret],
+                "channel": receiver.slack.channel,
+                "send_resolved": True,
+                "title": "{{ .CommonLabels.alertname }} ({{ .CommonLabels.severity }})",
+                "text": "{{ range .Alerts }}{{ .Annotations.summary }}\n{{ end }}",
+            }
+        ]
+    if receiver.webhook:
+        config["webhook_configs"] = [{"url": secrets[receiver.webhook.url_secret], "send_resolved": True}]
+    return config
+
+
+def render_alertmanager(settings: Settings, secrets: Mapping[str, str]) -> str:
+    """alertmanager.yml. With no receivers configured, alerts are kept (visible in the UI and API)
+    but sent nowhere, which is a valid configuration."""
+    receivers = settings.monitoring.receivers
+    routes = [
+        {"receiver": receiver.name, "matchers": [f'severity=~"{"|".join(receiver.severities)}"'], "continue": True}
+        for receiver in receivers
+    ]
+    route: dict[str, Any] = {
+        "receiver": "blackhole",
+        "group_by": ["alertname", "job"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "4h",
+    }
+    if routes:
+        route["routes"] = routes
+    document = {
+        "route": route,
+        "inhibit_rules": [
+            {
+                "source_matchers": ['severity="critical"'],
+                "target_matchers": ['severity="warning"'],
+                "equal": ["alertname", "instance"],
+            }
+        ],
+        "receivers": [{"name": "blackhole"}] + [_receiver_config(receiver, secrets) for receiver in receivers],
+    }
+    return _dump_yaml(document)
+
+
+def render_blackbox() -> str:
+    document = {
+        "modules": {
+            "http_2xx": {
+                "prober": "http",
+                "timeout": "5s",
+                "http": {"valid_status_codes": [200], "method": "GET", "preferred_ip_protocol": "ip4"},
+            }
+        }
+    }
+    return _dump_yaml(document)
+
+
+def render_grafana_provisioning() -> dict[str, str]:
+    datasource = {
+        "apiVersion": 1,
+        "datasources": [
+            {
+                "name": "Prometheus",
+                "uid": "prometheus",
+                "type": "prometheus",
+                "access": "proxy",
+                "url": "http://prometheus:9090",
+                "isDefault": True,
+                "editable": False,
+            }
+        ],
+    }
+    dashboards = {
+        "apiVersion": 1,
+        "providers": [
+            {
+                "name": "1001-stories",
+                "folder": "1001 Stories",
+                "type": "file",
+                "disableDeletion": True,
+                "allowUiUpdates": False,
+                "options": {"path": GRAFANA_DASHBOARDS_DIR},
+            }
+        ],
+    }
+    return {"datasources.yml": _dump_yaml(datasource), "dashboards.yml": _dump_yaml(dashboards)}
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    expr: str
+    unit: str
+    legend: str = ""
+
+
+DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
+    "infrastructure": (
+        "1001 Stories: infrastructure",
+        [
+            Panel("Host CPU used", '(1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m]))) * 100',
+                  "percent"),
+            Panel("Host memory used", "(1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes) * 100",
+                  "percent"),
+            Panel("Disk free", 'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"} / '
+                  'node_filesystem_size_bytes{fstype!~"tmpfs|overlay"} * 100', "percent", "{{mountpoint}}"),
+            Panel("Load (1 min)", "node_load1", "short"),
+            Panel("Container CPU (cores)", 'rate(container_cpu_usage_seconds_total{name!=""}[5m])', "short",
+                  "{{name}}"),
+            Panel("Container memory vs limit", 'container_memory_working_set_bytes{name!=""} / '
+                  '(container_spec_memory_limit_bytes{name!=""} > 0) * 100', "percent", "{{name}}"),
+            Panel("Targets up", "up", "short", "{{job}}"),
+            Panel("Firing alerts", 'count by (alertname) (ALERTS{alertstate="firing"})', "short", "{{alertname}}"),
+        ],
+    ),
+    "database": (
+        "1001 Stories: database and pool",
+        [
+            Panel("Postgres backends", "sum(pg_stat_database_numbackends)", "short"),
+            Panel("Connections vs max", "sum(pg_stat_database_numbackends) / max(pg_settings_max_connections) * 100",
+                  "percent"),
+            Panel("Transactions/s", "sum(rate(pg_stat_database_xact_commit[5m]))", "ops"),
+            Panel("Rollbacks/s", "sum(rate(pg_stat_database_xact_rollback[5m]))", "ops"),
+            Panel("Deadlocks", "sum(increase(pg_stat_database_deadlocks[1h]))", "short"),
+            Panel("Database size", "pg_database_size_bytes", "bytes", "{{datname}}"),
+            Panel("Connection failure ratio", "stories:db_connection_failure_ratio:5m * 100", "percent"),
+            Panel("Pool: active clients", "sum(pgbouncer_pools_client_active_connections)", "short"),
+            Panel("Pool: waiting clients", "sum(pgbouncer_pools_client_waiting_connections)", "short"),
+            Panel("Pool: server connections", "sum(pgbouncer_pools_server_active_connections) + "
+                  "sum(pgbouncer_pools_server_idle_connections)", "short"),
+            Panel("Pool: longest wait", "max(pgbouncer_pools_client_maxwait_seconds)", "s"),
+            Panel("Redis memory vs maxmemory", "redis_memory_used_bytes / redis_memory_max_bytes * 100", "percent"),
+            Panel("Redis evictions/s", "rate(redis_evicted_keys_total[5m])", "ops"),
+            Panel("Redis hit ratio", "rate(redis_keyspace_hits_total[5m]) / (rate(redis_keyspace_hits_total[5m]) + "
+                  "rate(redis_keyspace_misses_total[5m]))", "percentunit"),
+        ],
+    ),
+    "platform": (
+        "1001 Stories: platform usage",
+        [
+            Panel("Active sessions", "stories:active_sessions", "short"),
+            Panel("Requests/s", "stories:http_requests:rate1m", "reqps"),
+            Panel("Active client connections", "nginx_connections_active", "short"),
+            Panel("Health check latency", f'probe_duration_seconds{{job="{BLACKBOX_JOB}"}}', "s", "{{instance}}"),
+            Panel("Healthy replicas", f'sum(probe_success{{job="{BLACKBOX_JOB}"}})', "short"),
+            Panel("Redis clients", "redis_connected_clients", "short"),
+            Panel("Backup age (hours)", "(time() - stories_backup_last_success_timestamp_seconds) / 3600", "h",
+                  "{{kind}}"),
+        ],
+    ),
+}
+
+
+def _dashboard(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:
+    return {
+        "uid": f"stories-{uid}",
+        "title": title,
+        "tags": ["1001-stories"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "1m",
+        "time": {"from": "now-6h", "to": "now"},
+        "panels": [
+            {
+                "id": index + 1,
+                "type": "timeseries",
+                "title": panel.title,
+                "datasource": {"type": "prometheus", "uid": "prometheus"},
+                "gridPos": {"h": 8, "w": 12, "x": (index % 2) * 12, "y": (index // 2) * 8},
+                "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+                "targets": [{"refId": "A", "expr": panel.expr, "legendFormat": panel.legend}],
+            }
+            for index, panel in enumerate(panels)
+        ],
+    }
+
+
+def render_dashboards() -> dict[str, str]:
+    return {
+        f"{uid}.json": json.dumps(_dashboard(uid, title, panels), indent=2) + "\n"
+        for uid, (title, panels) in DASHBOARDS.items()
+    }

@@ -1,0 +1,170 @@
+"""Render every service's configuration files from the settings.
+
+Pure functions: settings + topology + server versions in, file contents out. The components upload
+these, `make plan OUT=dir` writes them, and the integration tests run the real servers on them.
+Files that must hold secrets (PgBouncer's userlist, Redis's ACL file, Alertmanager's receivers) have
+their own functions that take the secret values as arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from components.settings import SUPERUSER_RESERVED_CONNECTIONS, Settings
+from components.tuning import postgres_tuning
+from configs import monitoring
+from configs.topology import ROLES, Topology
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,  # configuration files, not HTML
+)
+
+Files = dict[str, str]
+
+
+@dataclass(frozen=True)
+class ServerVersions:
+    """The server versions the files are rendered for; keys that differ by version follow these."""
+
+    postgres: tuple[int, ...]
+    pgbouncer: tuple[int, ...]
+    redis: tuple[int, ...]
+    nginx: tuple[int, ...]
+
+
+def image_versions(settings: Settings) -> ServerVersions:
+    """The versions of the pinned images: what `pulumi up` deploys."""
+    images = settings.images
+    return ServerVersions(
+        postgres=images.ref("postgres").version,
+        pgbouncer=images.ref("pgbouncer").version,
+        redis=images.ref("redis").version,
+        nginx=images.ref("nginx").version,
+    )
+
+
+def _render(template: str, **context: Any) -> str:
+    return _ENV.get_template(template).render(**context)
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(str(part) for part in version)
+
+
+def render_postgres(settings: Settings, topo: Topology, versions: ServerVersions) -> Files:
+    context = {
+        "stack": settings.domain,
+        "version": _dotted(versions.postgres),
+        "topo": topo,
+        "db": settings.database,
+        "roles": ROLES,
+        "tuning": postgres_tuning(settings),
+        "memory_mb": settings.database.resources.memory_mb,
+        "pool_connections": settings.pgbouncer.server_connections,
+        "superuser_reserved": SUPERUSER_RESERVED_CONNECTIONS,
+    }
+    return {
+        "postgresql.conf": _render("postgres/postgresql.conf.j2", **context),
+        "pg_hba.conf": _render("postgres/pg_hba.conf.j2", **context),
+        "init.sql": _render("postgres/init.sql.j2", **context),
+    }
+
+
+def render_pgbouncer(settings: Settings, topo: Topology, versions: ServerVersions) -> Files:
+    return {
+        "pgbouncer.ini": _render(
+            "pgbouncer/pgbouncer.ini.j2",
+            stack=settings.domain,
+            version=versions.pgbouncer,
+            version_text=_dotted(versions.pgbouncer),
+            topo=topo,
+            db=settings.database,
+            pool=settings.pgbouncer,
+            roles=ROLES,
+        )
+    }
+
+
+def render_pgbouncer_userlist(verifiers: Mapping[str, str]) -> str:
+    """PgBouncer's auth_file: the console users with SCRAM verifiers (never plaintext)."""
+    for user, verifier in verifiers.items():
+        if not verifier.startswith("SCRAM-SHA-256$"):
+            raise ValueError(f"userlist entry for {user!r} must be a SCRAM-SHA-256 verifier, not a password")
+    return "".join(f'"{user}" "{verifier}"\n' for user, verifier in sorted(verifiers.items()))
+
+
+def render_redis(settings: Settings, topo: Topology, versions: ServerVersions) -> Files:
+    return {
+        "redis.conf": _render(
+            "redis/redis.conf.j2",
+            stack=settings.domain,
+            version_text=_dotted(versions.redis),
+            topo=topo,
+            redis=settings.redis,
+        )
+    }
+
+
+def render_redis_acl(password_hashes: Mapping[str, str]) -> str:
+    """Redis's ACL file; `password_hashes` maps app, exporter and healthcheck to SHA-256 hex digests."""
+    return _render("redis/users.acl.j2", hashes=password_hashes)
+
+
+def render_nginx(settings: Settings, topo: Topology, versions: ServerVersions) -> Files:
+    # nginx 1.25.1 moved HTTP/2 to its own directive; 1.27.3 brought `resolve` on upstream servers
+    # to the open-source build, which lets replicas come and go without a reload.
+    context = {
+        "stack": settings.domain,
+        "domain": settings.domain,
+        "version_text": _dotted(versions.nginx),
+        "topo": topo,
+        "proxy": settings.proxy,
+        "http2_directive": versions.nginx >= (1, 25, 1),
+        "resolver": topo.nginx_resolver if versions.nginx >= (1, 27, 3) else None,
+        "renew_hours": settings.proxy.tls.renew_interval_hours,
+    }
+    return {
+        "nginx.conf": _render("nginx/nginx.conf.j2", **context),
+        "start.sh": _render("nginx/start.sh.j2", **context),
+    }
+
+
+class _Redacted(dict[str, str]):
+    """Stands in for the secrets mapping where a file is shown rather than deployed."""
+
+    def __missing__(self, key: str) -> str:
+        return "[secret]"
+
+
+def render_all(settings: Settings, topo: Topology, versions: ServerVersions) -> dict[str, Files]:
+    """Every configuration file of the stack, as `{service: {relative path: content}}`. Secret-bearing
+    files appear with their secrets shown as "[secret]"; the components render those with the values."""
+    files: dict[str, Files] = {
+        "postgres": render_postgres(settings, topo, versions),
+        "pgbouncer": render_pgbouncer(settings, topo, versions),
+        "redis": render_redis(settings, topo, versions),
+        "nginx": render_nginx(settings, topo, versions),
+    }
+    if settings.monitoring.enabled:
+        rules = {f"rules/{name}": content for name, content in monitoring.render_rules(settings).items()}
+        files["prometheus"] = {"prometheus.yml": monitoring.render_prometheus(settings), **rules}
+        files["alertmanager"] = {"alertmanager.yml": monitoring.render_alertmanager(settings, _Redacted())}
+        files["blackbox-exporter"] = {"blackbox.yml": monitoring.render_blackbox()}
+        if settings.monitoring.grafana.enabled:
+            provisioning = monitoring.render_grafana_provisioning()
+            files["grafana"] = {
+                "provisioning/datasources/prometheus.yml": provisioning["datasources.yml"],
+                "provisioning/dashboards/stories.yml": provisioning["dashboards.yml"],
+                **{f"dashboards/{name}": content for name, content in monitoring.render_dashboards().items()},
+            }
+    return files

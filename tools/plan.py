@@ -1,0 +1,339 @@
+"""The offline plan: run the Pulumi program in-process against mocks, with no Pulumi CLI, no Docker and
+no cloud credentials, and report every resource it would register with its inputs.
+
+    python -m tools.plan --stack prod [--format table|json] [--out DIR]
+
+Secrets never appear: every value Pulumi marks secret is printed as "[secret]", and values that the
+stack file keeps encrypted (`secure:`) are never decrypted (they are replaced before the program runs).
+Computed values (ids, generated passwords, certificates) are deterministic stand-ins, so two plans of
+the same configuration are identical and can be diffed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks, rpc
+
+from components.container import LABEL_PREFIX, SECRET_PERMISSIONS
+from components.loading import SETTINGS_KEY, ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "[secret]"
+STACKS = ("dev", "staging", "prod")
+CONTAINER = "docker:index/container:Container"
+
+
+@dataclass
+class PlannedResource:
+    type: str
+    name: str
+    parent: str | None
+    inputs: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": self.inputs}
+
+
+@dataclass
+class Plan:
+    stack: str
+    resources: list[PlannedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "resources": [resource.as_json() for resource in self.resources],
+            "outputs": self.outputs,
+        }
+
+    def of_type(self, type_: str) -> list[PlannedResource]:
+        return [resource for resource in self.resources if resource.type == type_]
+
+    def named(self, type_: str, name: str) -> PlannedResource:
+        matches = [resource for resource in self.of_type(type_) if resource.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources of type {type_} named {name}")
+        return matches[0]
+
+
+def redact(value: Any) -> Any:
+    """Replace every Pulumi secret inside `value` by "[secret]"."""
+    if rpc.is_rpc_secret(value):
+        return SECRET
+    if isinstance(value, dict):
+        return {key: redact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+def redact_container(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Pulumi marks a container's whole `envs` or `uploads` list secret when one entry is. Show the
+    entries that are not: env names listed in the secret-env label and uploads with the secret file
+    mode keep their values hidden; everything else secret stays "[secret]"."""
+    labels = {label["label"]: label["value"] for label in inputs.get("labels", [])}
+    secret_env = set(labels.get(f"{LABEL_PREFIX}.secret-env", "").split(","))
+    shown = dict(inputs)
+    if rpc.is_rpc_secret(inputs.get("envs")):
+        shown["envs"] = [
+            f"{entry.split('=', 1)[0]}={SECRET}" if entry.split("=", 1)[0] in secret_env else entry
+            for entry in rpc.unwrap_rpc_secret(inputs["envs"])
+        ]
+    if rpc.is_rpc_secret(inputs.get("uploads")):
+        shown["uploads"] = [
+            {**upload, "content": SECRET} if upload.get("permissions") == SECRET_PERMISSIONS else upload
+            for upload in rpc.unwrap_rpc_secret(inputs["uploads"])
+        ]
+    return redact(shown)
+
+
+def _stand_in(kind: str, name: str) -> str:
+    return f"{kind}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+_FAKE_PEM = "-----BEGIN {0}-----\nUExBTi1PTkxZ\n-----END {0}-----\n"
+
+
+def computed_outputs(type_: str, name: str) -> dict[str, Any]:
+    """Deterministic stand-ins for what a provider would compute."""
+    if type_ == "random:index/randomPassword:RandomPassword":
+        return {"result": _stand_in("pw", name)}
+    if type_ == "random:index/randomBytes:RandomBytes":
+        return {"base64": "c3RhbmQtaW4tc2FsdC0xNg==", "hex": "7374616e642d696e2d73616c742d3136"}
+    if type_ == "tls:index/privateKey:PrivateKey":
+        return {"privateKeyPem": _FAKE_PEM.format("PRIVATE KEY"), "publicKeyPem": _FAKE_PEM.format("PUBLIC KEY")}
+    if type_ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+        return {"certPem": _FAKE_PEM.format("CERTIFICATE")}
+    if type_ == "tls:index/certRequest:CertRequest":
+        return {"certRequestPem": _FAKE_PEM.format("CERTIFICATE REQUEST")}
+    if type_ == "docker:index/remoteImage:RemoteImage":
+        return {"imageId": f"sha256:{hashlib.sha256(name.encode()).hexdigest()}"}
+    if type_ == "aws:s3/bucket:Bucket":
+        bucket = f"stories-backup-{name}"
+        return {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
+    if type_ == "aws:iam/role:Role":
+        return {"arn": f"arn:aws:iam::000000000000:role/{name}"}
+    if type_ == "aws:iam/accessKey:AccessKey":
+        return {"secret": _stand_in("key", name)}
+    return {}
+
+
+class PlanMocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        return f"{args.name}-id", {**args.inputs, **computed_outputs(args.typ, args.name)}
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    """The mock monitor, remembering each registration with its parent's name, in order."""
+
+    def __init__(self, mocks_impl: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks_impl)
+        self.recorded: list[PlannedResource] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        if request.type != "pulumi:pulumi:Stack":
+            parent = _parent_name(request.parent)
+            raw = rpc.deserialize_properties(request.object)
+            inputs = redact_container(raw) if request.type == CONTAINER else redact(raw)
+            self.recorded.append(PlannedResource(request.type, request.name, parent, inputs))
+        return super().RegisterResource(request)
+
+
+def _parent_name(parent_urn: str) -> str | None:
+    """The parent's name, or None for the stack itself (a URN ends in `::<type chain>::<name>`)."""
+    if not parent_urn:
+        return None
+    type_chain, name = parent_urn.split("::")[-2:]
+    return None if type_chain == "pulumi:pulumi:Stack" else name
+
+
+def _placeholder_secure(value: Any) -> tuple[Any, bool]:
+    """Replace `{secure: ciphertext}` leaves by "[secret]"; report whether any was found."""
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            return SECRET, True
+        found = False
+        replaced = {}
+        for key, item in value.items():
+            replaced[key], inner = _placeholder_secure(item)
+            found = found or inner
+        return replaced, found
+    if isinstance(value, list):
+        items = [_placeholder_secure(item) for item in value]
+        return [item for item, _ in items], any(inner for _, inner in items)
+    return value, False
+
+
+def project_name() -> str:
+    return str(yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"])
+
+
+def stack_config(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[str]]:
+    """The stack file's config as the Pulumi engine hands it to a program: key -> JSON text."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise ConfigError([])  # handled by the caller with a message naming the file
+    document = yaml.safe_load(path.read_text()) or {}
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in (document.get("config") or {}).items():
+        replaced, is_secret = _placeholder_secure(value)
+        config[key] = replaced if isinstance(replaced, str) else json.dumps(replaced)
+        if is_secret:
+            secret_keys.append(key)
+    return config, secret_keys
+
+
+def run_plan(stack: str, config: Mapping[str, str] | None = None, secret_keys: list[str] | None = None) -> Plan:
+    """Run the program against mocks. `config` defaults to the stack file's."""
+    from components.program import build
+
+    if config is None:
+        config, secret_keys = stack_config(stack)
+    pulumi.runtime.set_all_config(dict(config), secret_keys or [])
+    monitor = RecordingMonitor(PlanMocks())
+    pulumi.runtime.set_mocks(PlanMocks(), project=project_name(), stack=stack, preview=False, monitor=monitor)
+    plan = Plan(stack)
+
+    async def collect_outputs(outputs: Mapping[str, pulumi.Input[Any]]) -> None:
+        for key, value in outputs.items():
+            output = pulumi.Output.from_input(value)
+            resolved = await output.future()
+            plan.outputs[key] = SECRET if await output.is_secret() else redact(resolved)
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[None]:
+        return pulumi.Output.from_input(asyncio.ensure_future(collect_outputs(build())))
+
+    program()
+    # Registration order depends on when outputs resolve; sort so that equal plans print equally.
+    plan.resources = sorted(monitor.recorded, key=lambda r: (r.parent or "", r.type, r.name))
+    return plan
+
+
+def settings_for(stack: str) -> Any:
+    config, secret_keys = stack_config(stack)
+    project = project_name()
+    raw_secrets = json.loads(config.get(f"{project}:secrets", "{}"))
+    return load_settings(json.loads(config.get(f"{project}:{SETTINGS_KEY}", "null")), set(raw_secrets))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _container_row(resource: PlannedResource) -> dict[str, str]:
+    inputs = resource.inputs
+    labels = {label["label"].rsplit(".", 1)[-1]: label["value"] for label in inputs.get("labels", [])}
+    ports = ", ".join(f"{p.get('ip', '0.0.0.0')}:{int(p['external'])}->{int(p['internal'])}" for p in inputs.get("ports", []))
+    volumes = ", ".join(
+        f"{v.get('volumeName') or v.get('hostPath')}:{v['containerPath']}{':ro' if v.get('readOnly') else ''}"
+        for v in inputs.get("volumes", [])
+    )
+    return {
+        "container": str(inputs.get("name", resource.name)),
+        "image": labels.get("image", "?"),
+        "memory": f"{int(inputs['memory'])}M/{int(inputs['memoryReservation'])}M",
+        "cpus": str(inputs.get("cpus", "")),
+        "ports": ports or "-",
+        "networks": ", ".join(n["name"] for n in inputs.get("networksAdvanced", [])),
+        "volumes": volumes or "-",
+    }
+
+
+def _component_of(plan: Plan, resource: PlannedResource) -> str:
+    """The top-level component (child of the platform) that a resource belongs to."""
+    parents = {r.name: r.parent for r in plan.resources if r.type.startswith("stories:")}
+    name: str | None = resource.name
+    while name is not None and parents.get(name) not in (None, "stories"):
+        name = parents.get(name)
+    return name or "-"
+
+
+def format_table(plan: Plan) -> str:
+    lines = [f"Stack {plan.stack}: {len(plan.resources)} resources"]
+    containers = plan.of_type("docker:index/container:Container")
+    by_component: dict[str, list[dict[str, str]]] = {}
+    for container in containers:
+        by_component.setdefault(_component_of(plan, container), []).append(_container_row(container))
+    columns = ["container", "image", "memory", "cpus", "ports", "networks", "volumes"]
+    for component, rows in sorted(by_component.items()):
+        lines.append("")
+        lines.append(f"[{component}]")
+        widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
+        lines.append("  " + "  ".join(c.ljust(widths[c]) for c in columns))
+        lines += ["  " + "  ".join(row[c].ljust(widths[c]) for c in columns) for row in rows]
+    others: dict[str, int] = {}
+    for resource in plan.resources:
+        if resource.type != "docker:index/container:Container" and not resource.type.startswith("stories:"):
+            others[resource.type] = others.get(resource.type, 0) + 1
+    lines.append("")
+    lines.append("Other resources:")
+    lines += [f"  {count:3d} x {type_}" for type_, count in sorted(others.items())]
+    lines.append("")
+    lines.append("Outputs:")
+    lines += [f"  {key} = {value}" for key, value in plan.outputs.items()]
+    return "\n".join(lines)
+
+
+def write_config_files(stack: str, out: Path) -> list[Path]:
+    """Every rendered config file of the stack as out/<service>/<file>."""
+    from configs.render import image_versions, render_all
+    from configs.topology import container_topology
+
+    settings = settings_for(stack)
+    written = []
+    for service, files in render_all(settings, container_topology(settings), image_versions(settings)).items():
+        for name, content in files.items():
+            path = out / service / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make plan", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default="dev")
+    parser.add_argument("--format", default="table")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.format not in ("table", "json"):
+        print(f"FORMAT = {args.format!r}: must be table or json", file=sys.stderr)
+        return 2
+    if not (ROOT / f"Pulumi.{args.stack}.yaml").exists():
+        known = ", ".join(sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml")))
+        print(f"STACK = {args.stack!r}: no Pulumi.{args.stack}.yaml; known stacks: {known}", file=sys.stderr)
+        return 2
+    try:
+        plan = run_plan(args.stack)
+    except ConfigError as error:
+        print(f"Pulumi.{args.stack}.yaml: {error}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(plan.as_json(), indent=2, sort_keys=False))
+    else:
+        print(format_table(plan))
+    if args.out:
+        written = write_config_files(args.stack, args.out)
+        print(f"wrote {len(written)} config files under {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

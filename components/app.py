@@ -50,7 +50,8 @@ def _build(build: AppBuild, parent: pulumi.Resource) -> pulumi.Output[str]:
         skip_push=True,
         opts=pulumi.ResourceOptions(parent=parent),
     )
-    return image.image_name
+    image_name: pulumi.Output[str] = image.image_name
+    return image_name
 
 
 class App(pulumi.ComponentResource):

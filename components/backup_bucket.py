@@ -161,8 +161,9 @@ class BackupBucket(pulumi.ComponentResource):
         return rules
 
     def _writer_user(self, stack: str, policy: pulumi.Output[str], tags: dict[str, str]) -> None:
-        user = aws.iam.User("writer", name=f"stories-{stack}-backup-writer", tags=tags,
-                            opts=pulumi.ResourceOptions(parent=self))
+        user = aws.iam.User(
+            "writer", name=f"stories-{stack}-backup-writer", tags=tags, opts=pulumi.ResourceOptions(parent=self)
+        )
         aws.iam.UserPolicy("writer-policy", user=user.name, policy=policy, opts=pulumi.ResourceOptions(parent=self))
         key = aws.iam.AccessKey("writer-key", user=user.name, opts=pulumi.ResourceOptions(parent=self))
         self.access_key_id = pulumi.Output.secret(key.id)
@@ -183,7 +184,12 @@ class BackupBucket(pulumi.ComponentResource):
                 ],
             }
         )
-        role = aws.iam.Role("writer", name=f"stories-{stack}-backup-writer", assume_role_policy=trust, tags=tags,
-                            opts=pulumi.ResourceOptions(parent=self))
+        role = aws.iam.Role(
+            "writer",
+            name=f"stories-{stack}-backup-writer",
+            assume_role_policy=trust,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         aws.iam.RolePolicy("writer-policy", role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=self))
         self.role_arn = role.arn

@@ -114,9 +114,7 @@ class HardenedContainer(pulumi.ComponentResource):
 
     container: docker.Container
 
-    def __init__(
-        self, name: str, stack: str, spec: ServiceSpec, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, stack: str, spec: ServiceSpec, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stories:docker:HardenedContainer", name, None, opts)
         if spec.healthcheck is None and not spec.no_healthcheck_reason:
             raise ValueError(f"{spec.service}: a container without a healthcheck must say why")
@@ -124,7 +122,9 @@ class HardenedContainer(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         mounts = list(spec.mounts)
         if spec.read_only:
-            mounts += [self._config_volume(container_name, stack, spec, directory, child) for directory in spec.upload_dirs]
+            mounts += [
+                self._config_volume(container_name, stack, spec, directory, child) for directory in spec.upload_dirs
+            ]
         self.container = docker.Container(
             name,
             docker.ContainerArgs(

@@ -35,7 +35,8 @@ class Password:
             self._salt = random.RandomBytes(
                 f"{self._name}-scram-salt", length=16, opts=pulumi.ResourceOptions(parent=self._parent)
             )
-        return self._salt.base64
+        salt: pulumi.Output[str] = self._salt.base64
+        return salt
 
     @property
     def scram_verifier(self) -> pulumi.Output[str]:

@@ -20,7 +20,9 @@ DATA_DIR = "/var/lib/postgresql/data"
 INIT_DIR = "/docker-entrypoint-initdb.d"
 
 
-def data_mount(name: str, stack: str, host_path: str | None, retain: bool, parent: pulumi.Resource, target: str) -> Mount:
+def data_mount(
+    name: str, stack: str, host_path: str | None, retain: bool, parent: pulumi.Resource, target: str
+) -> Mount:
     """A service's data: the host path from config if one is set, else a named volume that by default
     survives the resource's deletion (a `pulumi destroy` must not take the students' data with it)."""
     if host_path:
@@ -79,8 +81,14 @@ class Database(pulumi.ComponentResource):
                 ),
             ],
             mounts=[
-                data_mount("postgres", stack, settings.database.data_host_path, settings.host.retain_data_volumes,
-                           self, DATA_DIR)
+                data_mount(
+                    "postgres",
+                    stack,
+                    settings.database.data_host_path,
+                    settings.host.retain_data_volumes,
+                    self,
+                    DATA_DIR,
+                )
             ],
             tmpfs={"/var/run/postgresql": "rw,noexec,nosuid,size=16m,mode=1777", "/tmp": "rw,noexec,nosuid,size=64m"},
             healthcheck=Healthcheck(healthchecks.postgres(settings, topo), interval="10s", start_period="60s"),

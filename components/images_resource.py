@@ -12,4 +12,5 @@ def pull(name: str, reference: str, parent: pulumi.Resource) -> pulumi.Output[st
     image = docker.RemoteImage(
         f"{name}-image", name=reference, keep_locally=True, opts=pulumi.ResourceOptions(parent=parent)
     )
-    return image.image_id
+    image_id: pulumi.Output[str] = image.image_id
+    return image_id

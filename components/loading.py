@@ -148,7 +148,9 @@ def _env_problems(settings: Settings) -> list[Problem]:
     problems = []
     for name in [*settings.app.env, *settings.app.secret_env]:
         if name in MANAGED_ENV:
-            problems.append(Problem(f"settings.app.env.{name}", name, "is set by the platform and cannot be overridden"))
+            problems.append(
+                Problem(f"settings.app.env.{name}", name, "is set by the platform and cannot be overridden")
+            )
     for name in set(settings.app.env) & set(settings.app.secret_env):
         problems.append(Problem(f"settings.app.secretEnv.{name}", name, "is also in app.env; choose one"))
     return problems

@@ -52,11 +52,14 @@ class Monitoring(pulumi.ComponentResource):
         self._networks = networks
         self.containers: dict[str, docker.Container] = {}
         m = settings.monitoring
-        alertmanager_yml = pulumi.Output.secret(
-            receiver_secrets.apply(lambda secrets: monitoring.render_alertmanager(settings, secrets))
+        rendered: pulumi.Output[str] = receiver_secrets.apply(
+            lambda secrets: monitoring.render_alertmanager(settings, secrets)
         )
+        alertmanager_yml: pulumi.Output[str] = pulumi.Output.secret(rendered)
         self._run(
-            "prometheus", m.resources.prometheus, 9090,
+            "prometheus",
+            m.resources.prometheus,
+            9090,
             command=[
                 f"--config.file={CONFIG_ROOT}/prometheus/prometheus.yml",
                 "--storage.tsdb.path=/prometheus",
@@ -70,7 +73,9 @@ class Monitoring(pulumi.ComponentResource):
             health_path="/-/healthy",
         )
         self._run(
-            "alertmanager", m.resources.alertmanager, 9093,
+            "alertmanager",
+            m.resources.alertmanager,
+            9093,
             command=[f"--config.file={CONFIG_ROOT}/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"],
             uploads=[Upload("alertmanager.yml", alertmanager_yml, secret=bool(settings.secret_references()))],
             data="/alertmanager",
@@ -78,58 +83,98 @@ class Monitoring(pulumi.ComponentResource):
             health_path="/-/healthy",
         )
         self._run(
-            "node-exporter", m.resources.node_exporter, 9100,
-            command=["--path.rootfs=/host", "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)"],
+            "node-exporter",
+            m.resources.node_exporter,
+            9100,
+            command=[
+                "--path.rootfs=/host",
+                "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
+            ],
             mounts=[Mount("/host", host_path="/", read_only=True)],
             health_path="/metrics",
         )
         self._run(
-            "cadvisor", m.resources.cadvisor, 8080,
-            command=["--docker_only=true", "--housekeeping_interval=30s", "--store_container_labels=false",
-                     "--disable_metrics=percpu,sched,tcp,udp,hugetlb,referenced_memory,cpu_topology,resctrl"],
-            mounts=[Mount("/rootfs", host_path="/", read_only=True),
-                    Mount("/var/run", host_path="/var/run", read_only=True),
-                    Mount("/sys", host_path="/sys", read_only=True),
-                    Mount("/var/lib/docker", host_path="/var/lib/docker", read_only=True)],
+            "cadvisor",
+            m.resources.cadvisor,
+            8080,
+            command=[
+                "--docker_only=true",
+                "--housekeeping_interval=30s",
+                "--store_container_labels=false",
+                "--disable_metrics=percpu,sched,tcp,udp,hugetlb,referenced_memory,cpu_topology,resctrl",
+            ],
+            mounts=[
+                Mount("/rootfs", host_path="/", read_only=True),
+                Mount("/var/run", host_path="/var/run", read_only=True),
+                Mount("/sys", host_path="/sys", read_only=True),
+                Mount("/var/lib/docker", host_path="/var/lib/docker", read_only=True),
+            ],
             user="0",  # reads the Docker daemon's root-owned state; no capability added
             health_path="/healthz",
         )
         database_tls = credentials.database_tls
         self._run(
-            "postgres-exporter", m.resources.exporter, 9187, extra_network=networks.data,
+            "postgres-exporter",
+            m.resources.exporter,
+            9187,
+            extra_network=networks.data,
             env={
                 "DATA_SOURCE_URI": f"{topo.postgres_host}:{topo.postgres_port}/{settings.database.name}"
                 f"?sslmode=verify-full&sslrootcert={CONFIG_ROOT}/postgres-exporter/ca.crt",
                 "DATA_SOURCE_USER": ROLES["monitor"],
                 "DATA_SOURCE_PASS_FILE": f"{CONFIG_ROOT}/postgres-exporter/password",
             },
-            uploads=[Upload("ca.crt", database_tls.ca_cert_pem),
-                     Upload("password", credentials.database_monitor.value, secret=True)],
+            uploads=[
+                Upload("ca.crt", database_tls.ca_cert_pem),
+                Upload("password", credentials.database_monitor.value, secret=True),
+            ],
             health_path="/metrics",
         )
         stats_dsn = pulumi.Output.concat(
-            "postgres://", ROLES["pgbouncer_stats"], ":", credentials.pgbouncer_stats.value, "@",
-            topo.pgbouncer_host, ":", str(topo.pgbouncer_port), "/pgbouncer?sslmode=disable",
+            "postgres://",
+            ROLES["pgbouncer_stats"],
+            ":",
+            credentials.pgbouncer_stats.value,
+            "@",
+            topo.pgbouncer_host,
+            ":",
+            str(topo.pgbouncer_port),
+            "/pgbouncer?sslmode=disable",
         )
         self._run(
-            "pgbouncer-exporter", m.resources.exporter, 9127, extra_network=networks.data,
+            "pgbouncer-exporter",
+            m.resources.exporter,
+            9127,
+            extra_network=networks.data,
             command=[pulumi.Output.secret(pulumi.Output.concat("--pgBouncer.connectionString=", stats_dsn))],
             health_path="/metrics",
         )
         self._run(
-            "redis-exporter", m.resources.exporter, 9121, extra_network=networks.backend,
-            env={"REDIS_ADDR": f"redis://{topo.redis_host}:{topo.redis_port}", "REDIS_USER": "exporter",
-                 "REDIS_PASSWORD": credentials.redis_exporter.value},
+            "redis-exporter",
+            m.resources.exporter,
+            9121,
+            extra_network=networks.backend,
+            env={
+                "REDIS_ADDR": f"redis://{topo.redis_host}:{topo.redis_port}",
+                "REDIS_USER": "exporter",
+                "REDIS_PASSWORD": credentials.redis_exporter.value,
+            },
             user="59000",
             no_healthcheck=NO_SHELL,
         )
         self._run(
-            "nginx-exporter", m.resources.exporter, 9113, extra_network=networks.app,
+            "nginx-exporter",
+            m.resources.exporter,
+            9113,
+            extra_network=networks.app,
             command=[f"--nginx.scrape-uri=http://nginx:{NGINX_STATUS_PORT}/stub_status"],
             no_healthcheck=NO_SHELL,
         )
         self._run(
-            "blackbox-exporter", m.resources.exporter, 9115, extra_network=networks.app,
+            "blackbox-exporter",
+            m.resources.exporter,
+            9115,
+            extra_network=networks.app,
             command=[f"--config.file={CONFIG_ROOT}/blackbox-exporter/blackbox.yml"],
             uploads=self._config_files("blackbox-exporter", files),
             health_path="/-/healthy",
@@ -191,7 +236,9 @@ class Monitoring(pulumi.ComponentResource):
         grafana = self._settings.monitoring.grafana
         config_dir = f"{CONFIG_ROOT}/grafana"
         self._run(
-            "grafana", grafana.resources, 3000,
+            "grafana",
+            grafana.resources,
+            3000,
             env={
                 "GF_PATHS_PROVISIONING": f"{config_dir}/provisioning",
                 "GF_SECURITY_ADMIN_USER": "admin",
@@ -202,11 +249,12 @@ class Monitoring(pulumi.ComponentResource):
                 "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
                 "GF_SERVER_ROOT_URL": f"http://127.0.0.1:{grafana.host_port}/",
             },
-            uploads=[*self._config_files("grafana", files),
-                     Upload("admin-password", credentials.grafana_admin.value, secret=True)],
+            uploads=[
+                *self._config_files("grafana", files),
+                Upload("admin-password", credentials.grafana_admin.value, secret=True),
+            ],
             data="/var/lib/grafana",
             host_port=grafana.host_port,
             user=GRAFANA_UID,
             health_path="/api/health",
         )
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import pulumi
@@ -20,6 +21,10 @@ from components.proxy import Proxy
 from components.settings import Settings
 from configs.render import image_versions, render_all
 from configs.topology import container_topology
+
+
+def _value_of(key: str, values: Mapping[str, str]) -> str:
+    return values[key]
 
 
 class Platform(pulumi.ComponentResource):
@@ -46,17 +51,37 @@ class Platform(pulumi.ComponentResource):
         networks = Networks("networks", stack, settings.networks, on_docker)
         database = Database("database", stack, settings, topo, versions, networks, credentials, on_docker)
         pooler = Pooler(
-            "pooler", stack, settings, topo, versions, networks, credentials,
+            "pooler",
+            stack,
+            settings,
+            topo,
+            versions,
+            networks,
+            credentials,
             pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[database]),
         )
         cache = Cache("cache", stack, settings, topo, versions, networks, credentials, on_docker)
-        secret_env = {name: secrets.apply(lambda values, key=name: values[key]) for name in settings.app.secret_env}
+        secret_env = {name: secrets.apply(functools.partial(_value_of, name)) for name in settings.app.secret_env}
         app = App(
-            "app", stack, settings, topo, networks, credentials, secret_env,
+            "app",
+            stack,
+            settings,
+            topo,
+            networks,
+            credentials,
+            secret_env,
             pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[pooler, cache]),
         )
-        Proxy("proxy", stack, settings, topo, versions, networks, app.books_volume,
-              pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[app]))
+        Proxy(
+            "proxy",
+            stack,
+            settings,
+            topo,
+            versions,
+            networks,
+            app.books_volume,
+            pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[app]),
+        )
         if settings.monitoring.enabled:
             Monitoring("monitoring", stack, settings, topo, files, networks, credentials, secrets, on_docker)
         self.outputs: dict[str, pulumi.Input[object]] = {

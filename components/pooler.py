@@ -42,8 +42,13 @@ class Pooler(pulumi.ComponentResource):
             )
         )
         passfile = pulumi.Output.concat(
-            "127.0.0.1:", str(topo.pgbouncer_port), ":pgbouncer:", ROLES["pgbouncer_stats"], ":",
-            credentials.pgbouncer_stats.value, "\n",
+            "127.0.0.1:",
+            str(topo.pgbouncer_port),
+            ":pgbouncer:",
+            ROLES["pgbouncer_stats"],
+            ":",
+            credentials.pgbouncer_stats.value,
+            "\n",
         )
         database_tls = credentials.database_tls
         spec = ServiceSpec(

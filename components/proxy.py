@@ -126,8 +126,11 @@ class Proxy(pulumi.ComponentResource):
             networks=[Attachment(networks.edge, ["certbot"])],
             entrypoint=["/bin/sh", "-c", certbot_script(settings, topo)],
             mounts=[Mount(topo.nginx_acme_dir, volume=acme), Mount(LETSENCRYPT_DIR, volume=letsencrypt)],
-            tmpfs={"/tmp": "rw,noexec,nosuid,size=32m", "/var/log/letsencrypt": "rw,noexec,nosuid,size=16m",
-                   "/var/lib/letsencrypt": "rw,noexec,nosuid,size=16m"},
+            tmpfs={
+                "/tmp": "rw,noexec,nosuid,size=32m",
+                "/var/log/letsencrypt": "rw,noexec,nosuid,size=16m",
+                "/var/lib/letsencrypt": "rw,noexec,nosuid,size=16m",
+            },
             cap_add={"CHOWN": "the deploy hook gives the renewed private key to nginx's uid"},
             # Healthy while no certificate it manages is older than 80 days (renewal happens at 60).
             healthcheck=Healthcheck(

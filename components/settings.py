@@ -319,7 +319,7 @@ class WebhookReceiver(Model):
 
 class Receiver(Model):
     name: str = Field(pattern=r"^[a-z0-9-]+$")
-    severities: list[Literal["critical", "warning"]] = Field(default_factory=lambda: ["critical", "warning"])
+    severities: tuple[Literal["critical", "warning"], ...] = ("critical", "warning")
     email: EmailReceiver | None = None
     slack: SlackReceiver | None = None
     webhook: WebhookReceiver | None = None

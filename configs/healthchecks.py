@@ -10,21 +10,48 @@ LOCAL = "127.0.0.1"
 
 
 def postgres(settings: Settings, topo: Topology) -> list[str]:
-    return ["pg_isready", "-q", "-h", LOCAL, "-p", str(topo.postgres_port), "-d", settings.database.name,
-            "-U", ROLES["monitor"]]
+    return [
+        "pg_isready",
+        "-q",
+        "-h",
+        LOCAL,
+        "-p",
+        str(topo.postgres_port),
+        "-d",
+        settings.database.name,
+        "-U",
+        ROLES["monitor"],
+    ]
 
 
 def pgbouncer(topo: Topology) -> list[str]:
     """Logs in to PgBouncer's console as the stats user (password from $PGPASSFILE) and asks it a question."""
-    return ["psql", "-X", "-q", "-h", LOCAL, "-p", str(topo.pgbouncer_port), "-U", ROLES["pgbouncer_stats"],
-            "-d", "pgbouncer", "-tA", "-c", "SHOW VERSION"]
+    return [
+        "psql",
+        "-X",
+        "-q",
+        "-h",
+        LOCAL,
+        "-p",
+        str(topo.pgbouncer_port),
+        "-U",
+        ROLES["pgbouncer_stats"],
+        "-d",
+        "pgbouncer",
+        "-tA",
+        "-c",
+        "SHOW VERSION",
+    ]
 
 
 def redis(topo: Topology) -> list[str]:
     """PING as the healthcheck user (password from $REDISCLI_AUTH); redis-cli exits 0 on an error
     reply, so the answer itself is checked."""
-    return ["sh", "-c", f"redis-cli --no-auth-warning -h {LOCAL} -p {topo.redis_port} --user healthcheck ping "
-            "| grep -qx PONG"]
+    return [
+        "sh",
+        "-c",
+        f"redis-cli --no-auth-warning -h {LOCAL} -p {topo.redis_port} --user healthcheck ping | grep -qx PONG",
+    ]
 
 
 def nginx(topo: Topology) -> list[str]:

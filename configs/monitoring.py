@@ -81,79 +81,105 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
     memory = t.memory_percent
     return [
         AlertRule(
-            "ServiceDown", "up == 0", down, "critical",
+            "ServiceDown",
+            "up == 0",
+            down,
+            "critical",
             "{{ $labels.job }} is down",
             f"Prometheus could not scrape {{{{ $labels.instance }}}} for more than {down}.",
         ),
         AlertRule(
-            "AppHealthCheckFailing", f'probe_success{{job="{BLACKBOX_JOB}"}} == 0', down, "critical",
+            "AppHealthCheckFailing",
+            f'probe_success{{job="{BLACKBOX_JOB}"}} == 0',
+            down,
+            "critical",
             "App replica {{ $labels.instance }} fails its health check",
             f"GET /api/health on {{{{ $labels.instance }}}} has failed for more than {down}.",
         ),
         AlertRule(
             "DatabaseConnectionFailures",
-            f"stories:db_connection_failure_ratio:5m * 100 > {t.db_connection_failure_percent:g}", "1m", "critical",
+            f"stories:db_connection_failure_ratio:5m * 100 > {t.db_connection_failure_percent:g}",
+            "1m",
+            "critical",
             "Connections to PostgreSQL are failing",
             f"More than {t.db_connection_failure_percent:g}% of connection attempts to PostgreSQL failed in the "
             "last 5 minutes ({{ $value | humanize }}%).",
         ),
         AlertRule(
             "HostMemoryHigh",
-            f"(1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes) * 100 > {memory:g}", "2m",
+            f"(1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes) * 100 > {memory:g}",
+            "2m",
             "critical",
             f"Host memory above {memory:g}%",
             "Memory use on {{ $labels.instance }} is {{ $value | humanize }}%.",
         ),
         AlertRule(
             "ContainerMemoryHigh",
-            "container_memory_working_set_bytes{name!=\"\"} / (container_spec_memory_limit_bytes{name!=\"\"} > 0)"
-            f" * 100 > {memory:g}", "2m", "critical",
+            'container_memory_working_set_bytes{name!=""} / (container_spec_memory_limit_bytes{name!=""} > 0)'
+            f" * 100 > {memory:g}",
+            "2m",
+            "critical",
             "Container {{ $labels.name }} near its memory limit",
             f"{{{{ $labels.name }}}} uses {{{{ $value | humanize }}}}% of its memory limit (threshold {memory:g}%).",
         ),
         AlertRule(
             "DiskSpaceLow",
-            "node_filesystem_avail_bytes{fstype!~\"tmpfs|overlay|squashfs|ramfs\"}"
-            " / node_filesystem_size_bytes{fstype!~\"tmpfs|overlay|squashfs|ramfs\"}"
-            f" * 100 < {t.disk_free_percent:g}", "5m", "critical",
+            'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay|squashfs|ramfs"}'
+            ' / node_filesystem_size_bytes{fstype!~"tmpfs|overlay|squashfs|ramfs"}'
+            f" * 100 < {t.disk_free_percent:g}",
+            "5m",
+            "critical",
             "Disk almost full on {{ $labels.mountpoint }}",
-            f"Only {{{{ $value | humanize }}}}% free on {{{{ $labels.mountpoint }}}} (threshold {t.disk_free_percent:g}%).",
+            "Only {{ $value | humanize }}% free on {{ $labels.mountpoint }}"
+            f" (threshold {t.disk_free_percent:g}%).",
         ),
         AlertRule(
             "HostCpuHigh",
             f'(1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle"}}[5m]))) * 100 > {t.cpu_percent:g}',
-            f"{t.cpu_for_minutes}m", "warning",
+            f"{t.cpu_for_minutes}m",
+            "warning",
             f"Host CPU above {t.cpu_percent:g}% for {t.cpu_for_minutes} minutes",
             "CPU use on {{ $labels.instance }} is {{ $value | humanize }}%.",
         ),
         AlertRule(
             "ContainerCpuHigh",
-            "rate(container_cpu_usage_seconds_total{name!=\"\"}[5m])"
-            " / (container_spec_cpu_quota{name!=\"\"} / container_spec_cpu_period{name!=\"\"})"
+            'rate(container_cpu_usage_seconds_total{name!=""}[5m])'
+            ' / (container_spec_cpu_quota{name!=""} / container_spec_cpu_period{name!=""})'
             f" * 100 > {t.cpu_percent:g}",
-            f"{t.cpu_for_minutes}m", "warning",
+            f"{t.cpu_for_minutes}m",
+            "warning",
             "Container {{ $labels.name }} near its CPU limit",
-            f"{{{{ $labels.name }}}} uses {{{{ $value | humanize }}}}% of its CPU limit (threshold {t.cpu_percent:g}%).",
+            "{{ $labels.name }} uses {{ $value | humanize }}% of its CPU limit"
+            f" (threshold {t.cpu_percent:g}%).",
         ),
         AlertRule(
             "SlowResponses",
-            f'probe_duration_seconds{{job="{BLACKBOX_JOB}"}} > {t.response_time_seconds:g}', "2m", "warning",
+            f'probe_duration_seconds{{job="{BLACKBOX_JOB}"}} > {t.response_time_seconds:g}',
+            "2m",
+            "warning",
             f"App responses slower than {t.response_time_seconds:g} s",
             "/api/health on {{ $labels.instance }} took {{ $value | humanizeDuration }}.",
         ),
         AlertRule(
-            "ActiveSessionsHigh", f"stories:active_sessions > {t.active_sessions}", "5m", "warning",
+            "ActiveSessionsHigh",
+            f"stories:active_sessions > {t.active_sessions}",
+            "5m",
+            "warning",
             f"More than {t.active_sessions} active sessions",
             "{{ $value }} active sessions; consider more app replicas (see the scaler).",
         ),
         AlertRule(
-            "BackupFailed", "stories_backup_last_run_success == 0", "0m", "warning",
+            "BackupFailed",
+            "stories_backup_last_run_success == 0",
+            "0m",
+            "warning",
             "Backup of {{ $labels.kind }} failed",
             "The last {{ $labels.kind }} backup run failed; see the backup container's log.",
         ),
         AlertRule(
             "BackupTooOld",
-            f"time() - stories_backup_last_success_timestamp_seconds > {int(t.backup_max_age_hours * 3600)}", "0m",
+            f"time() - stories_backup_last_success_timestamp_seconds > {int(t.backup_max_age_hours * 3600)}",
+            "0m",
             "warning",
             "No recent {{ $labels.kind }} backup",
             f"The last successful {{{{ $labels.kind }}}} backup is older than {t.backup_max_age_hours:g} hours.",
@@ -333,17 +359,32 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
     "infrastructure": (
         "1001 Stories: infrastructure",
         [
-            Panel("Host CPU used", '(1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m]))) * 100',
-                  "percent"),
-            Panel("Host memory used", "(1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes) * 100",
-                  "percent"),
-            Panel("Disk free", 'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"} / '
-                  'node_filesystem_size_bytes{fstype!~"tmpfs|overlay"} * 100', "percent", "{{mountpoint}}"),
+            Panel(
+                "Host CPU used",
+                '(1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m]))) * 100',
+                "percent",
+            ),
+            Panel(
+                "Host memory used", "(1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes) * 100", "percent"
+            ),
+            Panel(
+                "Disk free",
+                'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"} / '
+                'node_filesystem_size_bytes{fstype!~"tmpfs|overlay"} * 100',
+                "percent",
+                "{{mountpoint}}",
+            ),
             Panel("Load (1 min)", "node_load1", "short"),
-            Panel("Container CPU (cores)", 'rate(container_cpu_usage_seconds_total{name!=""}[5m])', "short",
-                  "{{name}}"),
-            Panel("Container memory vs limit", 'container_memory_working_set_bytes{name!=""} / '
-                  '(container_spec_memory_limit_bytes{name!=""} > 0) * 100', "percent", "{{name}}"),
+            Panel(
+                "Container CPU (cores)", 'rate(container_cpu_usage_seconds_total{name!=""}[5m])', "short", "{{name}}"
+            ),
+            Panel(
+                "Container memory vs limit",
+                'container_memory_working_set_bytes{name!=""} / '
+                '(container_spec_memory_limit_bytes{name!=""} > 0) * 100',
+                "percent",
+                "{{name}}",
+            ),
             Panel("Targets up", "up", "short", "{{job}}"),
             Panel("Firing alerts", 'count by (alertname) (ALERTS{alertstate="firing"})', "short", "{{alertname}}"),
         ],
@@ -352,8 +393,11 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         "1001 Stories: database and pool",
         [
             Panel("Postgres backends", "sum(pg_stat_database_numbackends)", "short"),
-            Panel("Connections vs max", "sum(pg_stat_database_numbackends) / max(pg_settings_max_connections) * 100",
-                  "percent"),
+            Panel(
+                "Connections vs max",
+                "sum(pg_stat_database_numbackends) / max(pg_settings_max_connections) * 100",
+                "percent",
+            ),
             Panel("Transactions/s", "sum(rate(pg_stat_database_xact_commit[5m]))", "ops"),
             Panel("Rollbacks/s", "sum(rate(pg_stat_database_xact_rollback[5m]))", "ops"),
             Panel("Deadlocks", "sum(increase(pg_stat_database_deadlocks[1h]))", "short"),
@@ -361,13 +405,20 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             Panel("Connection failure ratio", "stories:db_connection_failure_ratio:5m * 100", "percent"),
             Panel("Pool: active clients", "sum(pgbouncer_pools_client_active_connections)", "short"),
             Panel("Pool: waiting clients", "sum(pgbouncer_pools_client_waiting_connections)", "short"),
-            Panel("Pool: server connections", "sum(pgbouncer_pools_server_active_connections) + "
-                  "sum(pgbouncer_pools_server_idle_connections)", "short"),
+            Panel(
+                "Pool: server connections",
+                "sum(pgbouncer_pools_server_active_connections) + sum(pgbouncer_pools_server_idle_connections)",
+                "short",
+            ),
             Panel("Pool: longest wait", "max(pgbouncer_pools_client_maxwait_seconds)", "s"),
             Panel("Redis memory vs maxmemory", "redis_memory_used_bytes / redis_memory_max_bytes * 100", "percent"),
             Panel("Redis evictions/s", "rate(redis_evicted_keys_total[5m])", "ops"),
-            Panel("Redis hit ratio", "rate(redis_keyspace_hits_total[5m]) / (rate(redis_keyspace_hits_total[5m]) + "
-                  "rate(redis_keyspace_misses_total[5m]))", "percentunit"),
+            Panel(
+                "Redis hit ratio",
+                "rate(redis_keyspace_hits_total[5m]) / (rate(redis_keyspace_hits_total[5m]) + "
+                "rate(redis_keyspace_misses_total[5m]))",
+                "percentunit",
+            ),
         ],
     ),
     "platform": (
@@ -379,8 +430,9 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             Panel("Health check latency", f'probe_duration_seconds{{job="{BLACKBOX_JOB}"}}', "s", "{{instance}}"),
             Panel("Healthy replicas", f'sum(probe_success{{job="{BLACKBOX_JOB}"}})', "short"),
             Panel("Redis clients", "redis_connected_clients", "short"),
-            Panel("Backup age (hours)", "(time() - stories_backup_last_success_timestamp_seconds) / 3600", "h",
-                  "{{kind}}"),
+            Panel(
+                "Backup age (hours)", "(time() - stories_backup_last_success_timestamp_seconds) / 3600", "h", "{{kind}}"
+            ),
         ],
     ),
 }

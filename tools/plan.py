@@ -96,7 +96,8 @@ def redact_container(inputs: dict[str, Any]) -> dict[str, Any]:
             {**upload, "content": SECRET} if upload.get("permissions") == SECRET_PERMISSIONS else upload
             for upload in rpc.unwrap_rpc_secret(inputs["uploads"])
         ]
-    return redact(shown)
+    redacted: dict[str, Any] = redact(shown)
+    return redacted
 
 
 def _stand_in(kind: str, name: str) -> str:
@@ -151,7 +152,7 @@ class RecordingMonitor(mocks.MockMonitor):
             raw = rpc.deserialize_properties(request.object)
             inputs = redact_container(raw) if request.type == CONTAINER else redact(raw)
             self.recorded.append(PlannedResource(request.type, request.name, parent, inputs))
-        return super().RegisterResource(request)
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
 def _parent_name(parent_urn: str) -> str | None:
@@ -216,7 +217,7 @@ def run_plan(stack: str, config: Mapping[str, str] | None = None, secret_keys: l
             resolved = await output.future()
             plan.outputs[key] = SECRET if await output.is_secret() else redact(resolved)
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[None]:
         return pulumi.Output.from_input(asyncio.ensure_future(collect_outputs(build())))
 
@@ -227,7 +228,7 @@ def run_plan(stack: str, config: Mapping[str, str] | None = None, secret_keys: l
 
 
 def settings_for(stack: str) -> Any:
-    config, secret_keys = stack_config(stack)
+    config, _ = stack_config(stack)
     project = project_name()
     raw_secrets = json.loads(config.get(f"{project}:secrets", "{}"))
     return load_settings(json.loads(config.get(f"{project}:{SETTINGS_KEY}", "null")), set(raw_secrets))
@@ -240,7 +241,9 @@ def settings_for(stack: str) -> Any:
 def _container_row(resource: PlannedResource) -> dict[str, str]:
     inputs = resource.inputs
     labels = {label["label"].rsplit(".", 1)[-1]: label["value"] for label in inputs.get("labels", [])}
-    ports = ", ".join(f"{p.get('ip', '0.0.0.0')}:{int(p['external'])}->{int(p['internal'])}" for p in inputs.get("ports", []))
+    ports = ", ".join(
+        f"{p.get('ip', '0.0.0.0')}:{int(p['external'])}->{int(p['internal'])}" for p in inputs.get("ports", [])
+    )
     volumes = ", ".join(
         f"{v.get('volumeName') or v.get('hostPath')}:{v['containerPath']}{':ro' if v.get('readOnly') else ''}"
         for v in inputs.get("volumes", [])

@@ -167,7 +167,7 @@ class AppBuild(Model):
     context: str
     dockerfile: str = "Dockerfile"
     target: str | None = None
-    image_name: str = Field(pattern=r"^[a-z0-9./_-]+:[A-Za-z0-9._-]+$")
+    image_name: PinnedImage
     cache_from: list[str] = Field(default_factory=list)
 
 

@@ -1,0 +1,275 @@
+"""The program against Pulumi mocks, for every stack: what each resource is given."""
+
+from __future__ import annotations
+
+import json
+import re
+from itertools import combinations
+from typing import Any
+
+import pytest
+import yaml
+
+from components.images import parse_image
+from components.loading import ConfigError
+from tests.conftest import plan_of
+from tools import plan as plan_module
+from tools.plan import CONTAINER, SECRET, Plan, run_plan, stack_config
+
+NETWORK = "docker:index/network:Network"
+
+
+def containers(plan: Plan) -> dict[str, dict[str, Any]]:
+    return {str(r.inputs["name"]).split("-", 1)[1]: r.inputs for r in plan.of_type(CONTAINER)}
+
+
+def label(inputs: dict[str, Any], key: str) -> str | None:
+    return next((lbl["value"] for lbl in inputs.get("labels", []) if lbl["label"] == f"org.1001stories.{key}"), None)
+
+
+def networks_of(inputs: dict[str, Any]) -> set[str]:
+    return {str(n["name"]).split("-", 1)[1] for n in inputs["networksAdvanced"]}
+
+
+def test_every_container_is_limited_and_hardened(stack_plan: Plan) -> None:
+    for name, inputs in containers(stack_plan).items():
+        assert inputs["memory"] > 0 and 0 < inputs["memoryReservation"] <= inputs["memory"], name
+        assert float(inputs["cpus"]) > 0, name
+        assert inputs["logDriver"] == "json-file" and inputs["logOpts"] == {"max-size": "10m", "max-file": "3"}, name
+        assert inputs["restart"] == "unless-stopped", name
+        assert "no-new-privileges:true" in inputs["securityOpts"], name
+        assert inputs["capabilities"]["drops"] == ["ALL"], name
+        assert not inputs.get("privileged"), name
+        assert inputs["networkMode"] == inputs["networksAdvanced"][0]["name"], name
+        assert inputs.get("healthcheck") or name in ("redis-exporter", "nginx-exporter"), name
+        assert label(inputs, "stack") == stack_plan.stack and label(inputs, "service"), name
+
+
+def test_non_root_and_read_only_where_the_image_allows(stack_plan: Plan) -> None:
+    runs_as_root = {"cadvisor": "reads the Docker daemon's state", "certbot": "chowns the renewed key"}
+    for name, inputs in containers(stack_plan).items():
+        assert inputs["readOnly"] is True or name in ("certbot",), name
+        if name in runs_as_root:
+            continue
+        assert inputs.get("user") and not str(inputs["user"]).startswith("0"), name
+    certbot = containers(stack_plan).get("certbot")
+    if certbot:
+        assert certbot["capabilities"].get("adds") == ["CHOWN"]
+        assert "CHOWN" in str(label(certbot, "capabilities"))
+
+
+def test_only_nginx_publishes_to_the_world(stack_plan: Plan) -> None:
+    for name, inputs in containers(stack_plan).items():
+        for port in inputs.get("ports", []):
+            if name == "nginx":
+                assert port["ip"] == "0.0.0.0" and int(port["external"]) in (80, 443)
+            else:
+                assert port["ip"] == "127.0.0.1", (name, port)
+    nginx_ports = sorted(int(p["external"]) for p in containers(stack_plan)["nginx"]["ports"])
+    assert nginx_ports == [80, 443]
+    for name, inputs in containers(stack_plan).items():
+        if name.startswith("app"):
+            assert not inputs.get("ports"), "the app never publishes a port"
+
+
+def test_images_are_pinned(stack_plan: Plan) -> None:
+    for image in stack_plan.of_type("docker:index/remoteImage:RemoteImage"):
+        reference = parse_image(image.inputs["name"])
+        assert reference.tag != "latest"
+    for name, inputs in containers(stack_plan).items():
+        assert inputs["image"].startswith("sha256:") or stack_plan.stack == "dev", name  # the pulled id
+        reference = label(inputs, "image")
+        assert reference and parse_image(reference), name
+
+
+def test_postgres_and_redis_are_on_internal_networks_only(stack_plan: Plan) -> None:
+    internal = {str(n.inputs["name"]).split("-", 1)[1]: n.inputs["internal"] for n in stack_plan.of_type(NETWORK)}
+    assert internal == {"edge": False, "app": True, "backend": True, "data": True, "monitoring": False}
+    running = containers(stack_plan)
+    assert networks_of(running["postgres"]) == {"data"}
+    assert networks_of(running["redis"]) == {"backend"}
+
+
+def reachable(plan: Plan) -> set[frozenset[str]]:
+    """Pairs of containers that share a network."""
+    running = containers(plan)
+    return {frozenset((a, b)) for a, b in combinations(running, 2) if networks_of(running[a]) & networks_of(running[b])}
+
+
+def test_network_isolation(stack_plan: Plan) -> None:
+    pairs = reachable(stack_plan)
+    running = containers(stack_plan)
+    apps = [name for name in running if name.startswith("app-")]
+    assert apps
+    for app in apps:
+        assert frozenset(("nginx", app)) in pairs
+        assert frozenset((app, "pgbouncer")) in pairs and frozenset((app, "redis")) in pairs
+        assert frozenset((app, "postgres")) not in pairs, "the app reaches Postgres only through PgBouncer"
+    assert frozenset(("pgbouncer", "postgres")) in pairs
+    for store in ("postgres", "redis"):
+        assert frozenset(("nginx", store)) not in pairs
+        for name in running:
+            if "nginx" in name or "certbot" in name:
+                assert frozenset((name, store)) not in pairs
+
+
+def test_no_secret_in_plaintext(stack_plan: Plan) -> None:
+    text = json.dumps(stack_plan.as_json())
+    # The mocks' generated passwords and keys look like these; none may appear.
+    assert not re.search(r"\bpw-[0-9a-f]{16}\b", text)
+    assert "PRIVATE KEY" not in text
+    app = containers(stack_plan)["app-1"]
+    env = dict(entry.split("=", 1) for entry in app["envs"])
+    for name in ("DATABASE_URL", "REDIS_URL", "NEXTAUTH_SECRET"):
+        assert env[name] == SECRET
+    assert env["NEXTAUTH_URL"].startswith("https://")
+    for inputs in containers(stack_plan).values():
+        for upload in inputs.get("uploads", []):
+            if upload["file"].endswith((".key", "privkey.pem", "userlist.txt", ".acl", ".password", ".scram")):
+                assert upload["content"] == SECRET and upload["permissions"] == "0400", upload["file"]
+    for password in stack_plan.of_type("random:index/randomPassword:RandomPassword"):
+        assert password.inputs["length"] >= 32
+
+
+def test_replicas_follow_the_stack(stack_plan: Plan) -> None:
+    _, _ = stack_config(stack_plan.stack)
+    expected = {"dev": 1, "staging": 2, "prod": 2}[stack_plan.stack]
+    apps = [name for name in containers(stack_plan) if name.startswith("app-")]
+    assert len(apps) == expected == stack_plan.outputs["appReplicas"]
+
+
+def uploaded(inputs: dict[str, Any]) -> dict[str, str]:
+    return {u["file"]: u["content"] for u in inputs.get("uploads", [])}
+
+
+def test_config_files_are_uploaded_where_the_service_reads_them(stack_plan: Plan) -> None:
+    running = containers(stack_plan)
+    postgres = running["postgres"]
+    config_file = next(arg.split("=", 1)[1] for arg in postgres["command"] if arg.startswith("config_file="))
+    files = uploaded(postgres)
+    assert "shared_buffers = 128MB" in files[config_file]
+    hba = re.search(r"hba_file = '([^']+)'", files[config_file])
+    assert hba and hba.group(1) in files
+    assert any(path.startswith("/docker-entrypoint-initdb.d/") for path in files)
+    pgbouncer = running["pgbouncer"]
+    assert "pool_mode = transaction" in uploaded(pgbouncer)[pgbouncer["command"][0]]
+    redis = running["redis"]
+    assert "maxmemory 256mb" in uploaded(redis)[redis["command"][1]]
+    nginx = running["nginx"]
+    start = uploaded(nginx)[nginx["entrypoints"][1]]
+    nginx_conf = re.search(r'nginx -c "([^"]+)"', start)
+    assert nginx_conf and "limit_req_zone" in uploaded(nginx)[nginx_conf.group(1)]
+    prometheus = running["prometheus"]
+    prom_config = next(arg.split("=", 1)[1] for arg in prometheus["command"] if arg.startswith("--config.file="))
+    assert yaml.safe_load(uploaded(prometheus)[prom_config])["rule_files"]
+    assert "--storage.tsdb.retention.time=15d" in prometheus["command"]
+    for inputs in running.values():
+        mounted = {v["containerPath"] for v in inputs.get("volumes", [])}
+        for path in uploaded(inputs):
+            assert any(path.startswith(m + "/") for m in mounted), f"{path}: a read-only container needs a volume"
+
+
+def test_every_guide_alert_is_rendered(stack_plan: Plan) -> None:
+    prometheus = containers(stack_plan)["prometheus"]
+    alerts_file = next(c for f, c in uploaded(prometheus).items() if f.endswith("alerts.yml"))
+    rules = {rule["alert"]: rule for group in yaml.safe_load(alerts_file)["groups"] for rule in group["rules"]}
+    guide = {
+        "ServiceDown", "DatabaseConnectionFailures", "HostMemoryHigh", "ContainerMemoryHigh", "DiskSpaceLow",
+        "HostCpuHigh", "SlowResponses", "ActiveSessionsHigh", "BackupFailed", "BackupTooOld",
+    }  # fmt: skip
+    assert guide <= set(rules)
+    for rule in rules.values():
+        assert rule["labels"]["severity"] in ("critical", "warning")
+        assert rule["annotations"]["summary"]
+
+
+def test_backup_bucket_protections() -> None:
+    assert not plan_of("dev").of_type("aws:s3/bucket:Bucket")
+    for stack in ("staging", "prod"):
+        plan = plan_of(stack)
+        (bucket,) = plan.of_type("aws:s3/bucket:Bucket")
+        block = plan.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")[0].inputs
+        assert all(block[k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+        ownership = plan.of_type("aws:s3/bucketOwnershipControls:BucketOwnershipControls")[0].inputs
+        assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+        versioning = plan.of_type("aws:s3/bucketVersioning:BucketVersioning")[0].inputs
+        assert versioning["versioningConfiguration"]["status"] == "Enabled"
+        sse = plan.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+        assert sse[0].inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+        policy = json.loads(plan.of_type("aws:s3/bucketPolicy:BucketPolicy")[0].inputs["policy"])
+        (deny,) = policy["Statement"]
+        assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        lifecycle = plan.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")[0].inputs
+        by_id = {rule["id"]: rule for rule in lifecycle["rules"]}
+        everything = by_id["abort-incomplete-uploads-and-old-versions"]
+        assert everything["noncurrentVersionExpiration"]["noncurrentDays"] == 7
+        assert everything["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 1
+        assert by_id["expire-dumps"]["expiration"]["days"] == 30
+        assert by_id["expire-dumps"]["filter"]["prefix"] == "dumps/"
+        writer = json.loads(plan.of_type("aws:iam/userPolicy:UserPolicy")[0].inputs["policy"])
+        object_statement = next(s for s in writer["Statement"] if "s3:PutObject" in s["Action"])
+        assert all(r.endswith(("/pgbackrest/*", "/restic/*")) for r in object_statement["Resource"])
+        assert not any("s3:*" in s["Action"] for s in writer["Statement"])
+        assert plan.outputs["backupWriterSecretAccessKey"] == SECRET
+        assert plan.outputs["backupWriterAccessKeyId"] == SECRET
+        assert bucket.inputs["bucketPrefix"].startswith("stories-backup-")
+
+
+def test_kms_and_role_writer_variant() -> None:
+    config, secret_keys = stack_config("prod")
+    settings = json.loads(config["1001-stories:settings"])
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    settings["backup"]["s3"].update(
+        {"kmsKeyArn": key, "writer": "role", "writerTrustedPrincipalArn": "arn:aws:iam::123456789012:role/backup-host"}
+    )
+    plan = run_plan("prod", {**config, "1001-stories:settings": json.dumps(settings)}, secret_keys)
+    sse = plan.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    rule = sse[0].inputs["rules"][0]
+    assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key}
+    assert rule["bucketKeyEnabled"] is True
+    assert not plan.of_type("aws:iam/user:User") and not plan.of_type("aws:iam/accessKey:AccessKey")
+    policy = json.loads(plan.of_type("aws:iam/rolePolicy:RolePolicy")[0].inputs["policy"])
+    assert any(s["Resource"] == key for s in policy["Statement"])
+    assert "backupWriterRoleArn" in plan.outputs
+
+
+def test_secret_env_from_stack_secrets_stays_secret() -> None:
+    config, _ = stack_config("dev")
+    settings = json.loads(config["1001-stories:settings"])
+    settings["app"]["secretEnv"] = ["SMTP_PASSWORD"]
+    settings["app"]["env"] = {"MAIL_FROM": "noreply@stories.example.org"}
+    secret_value = "generated-" + "x" * 8
+    config = {
+        **config,
+        "1001-stories:settings": json.dumps(settings),
+        "1001-stories:secrets": json.dumps({"SMTP_PASSWORD": secret_value}),
+    }
+    plan = run_plan("dev", config, ["1001-stories:secrets"])
+    env = dict(entry.split("=", 1) for entry in containers(plan)["app-1"]["envs"])
+    assert env["SMTP_PASSWORD"] == SECRET and env["MAIL_FROM"] == "noreply@stories.example.org"
+    assert secret_value not in json.dumps(plan.as_json())
+
+
+def test_bad_config_registers_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monitors: list[plan_module.RecordingMonitor] = []
+
+    class Watched(plan_module.RecordingMonitor):
+        def __init__(self, mocks: Any) -> None:
+            super().__init__(mocks)
+            monitors.append(self)
+
+    monkeypatch.setattr(plan_module, "RecordingMonitor", Watched)
+    config, _ = stack_config("dev")
+    settings = json.loads(config["1001-stories:settings"])
+    settings["pgbouncer"] = {"defaultPoolSize": 0}
+    with pytest.raises(ConfigError, match=r"settings\.pgbouncer\.defaultPoolSize = 0"):
+        run_plan("dev", {**config, "1001-stories:settings": json.dumps(settings)}, [])
+    (monitor,) = monitors
+    assert monitor.recorded == []
+
+
+def test_dev_builds_the_app_with_buildkit() -> None:
+    (image,) = plan_of("dev").of_type("docker:index/image:Image")
+    build = image.inputs["build"]
+    assert build["builderVersion"] == "BuilderBuildKit"
+    assert image.inputs["skipPush"] is True

@@ -88,7 +88,16 @@ def run_as(user: User, argv: Sequence[str], **kwargs: object) -> subprocess.Comp
 class Server:
     """A server process with its log file; `stop` ends it, `log` is shown when a test fails."""
 
-    def __init__(self, name: str, argv: Sequence[str], user: User, log: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        user: User,
+        log: Path,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ):
+        self.new_session = new_session
         self.name = name
         self.argv = list(argv)
         self.user = user
@@ -99,7 +108,12 @@ class Server:
     def start(self) -> Server:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.user.preexec(), env=self.env
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self.user.preexec(),
+            env=self.env,
+            start_new_session=self.new_session,
         )
         return self
 
@@ -114,6 +128,21 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def stop_group(self, sig: int) -> None:
+        """Signal the whole process group (a start script and what it started), then make sure it ended."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.process:
+            try:
+                os.killpg(self.process.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
 
     def wait_for_port(self, port: int, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout

@@ -6,6 +6,7 @@ Add a metric here only with its source, and only if that source is deployed by t
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 Source = Literal[
@@ -82,3 +83,30 @@ METRICS: dict[str, Source] = {
     "stories_backup_last_success_timestamp_seconds": "backup-contract",
     "stories_backup_last_run_success": "backup-contract",
 }
+
+
+_TOKEN = re.compile(
+    r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|\{(?:"(?:[^"\\]|\\.)*"|[^}"])*\}|\[[^\]]*\]'
+    r"|[A-Za-z_:][A-Za-z0-9_:]*|\d[\w.]*|\S"
+)
+_GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+_AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
+                 "quantile", "limitk", "limit_ratio"}  # fmt: skip
+_KEYWORDS = _GROUPING | _AGGREGATIONS | {"bool", "and", "or", "unless", "offset", "inf", "nan", "atan2"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (function names, keywords, label names in
+    matchers and grouping clauses, strings, numbers and durations are not metric names)."""
+    tokens = _TOKEN.findall(expr)
+    names: set[str] = set()
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        following = tokens[index + 1] if index + 1 < len(tokens) else ""
+        if token in _GROUPING and following == "(":
+            index = tokens.index(")", index)  # skip the label list
+        elif re.fullmatch(r"[A-Za-z_:][A-Za-z0-9_:]*", token) and token not in _KEYWORDS and following != "(":
+            names.add(token)
+        index += 1
+    return names

@@ -111,7 +111,9 @@ def postgres(environment: Environment) -> Iterator[Postgres]:
     for name in ("postgresql.conf", "pg_hba.conf"):
         write(config_dir / name, files[name])
     write(secrets_dir / "app.scram", scram_sha256_verifier(env.passwords["app"], secrets.token_bytes(16)), 0o600)
-    write(secrets_dir / "monitor.scram", scram_sha256_verifier(env.passwords["monitor"], secrets.token_bytes(16)), 0o600)
+    write(
+        secrets_dir / "monitor.scram", scram_sha256_verifier(env.passwords["monitor"], secrets.token_bytes(16)), 0o600
+    )
     for name, mode in (("server.crt", 0o644), ("server.key", 0o600), ("ca.crt", 0o644)):
         copy(env.certs[name], secrets_dir / name, mode)
     init_sql = write(env.base / "postgres-init" / "init.sql", files["init.sql"])

@@ -7,10 +7,12 @@ ready in time fails the test with its log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -72,17 +74,12 @@ class User:
 
 def service_user(name: str) -> User:
     """The named system user when running as root (servers refuse root), else whoever runs the tests."""
-    if os.geteuid() != 0:
-        entry = pwd.getpwuid(os.geteuid())
-    else:
-        entry = pwd.getpwnam(name)
+    entry = pwd.getpwuid(os.geteuid()) if os.geteuid() != 0 else pwd.getpwnam(name)
     return User(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
-def run_as(user: User, argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv), preexec_fn=user.preexec(), capture_output=True, text=True, check=False, **kwargs  # type: ignore[call-overload]
-    )
+def run_as(user: User, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), preexec_fn=user.preexec(), capture_output=True, text=True, check=False)
 
 
 class Server:
@@ -133,15 +130,11 @@ class Server:
         """Signal the whole process group (a start script and what it started), then make sure it ended."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
         if self.process:
-            try:
-                os.killpg(self.process.pid, 9)
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
     def wait_for_port(self, port: int, timeout: float = 20) -> None:
@@ -179,8 +172,23 @@ def make_certificates(directory: Path, server_names: Sequence[str], client_cn: s
     ):
         openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
         (directory / f"{name}.ext").write_text(extension + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+        )
     for key in directory.glob("*.key"):
         key.chmod(0o600)
     return {name: directory / name for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}

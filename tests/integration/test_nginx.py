@@ -32,14 +32,14 @@ class StubApp(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         if length:
             self.rfile.read(length)
-        body = (f"replica={self.server.server_address[1]} path={self.path}\n" + "x" * 2048).encode()
+        body = (f"replica={self.server.server_port} path={self.path}\n" + "x" * 2048).encode()  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = do_POST = _answer
+    do_GET = do_POST = _answer  # noqa: N815 (the names http.server dispatches to)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -126,8 +126,6 @@ def nginx(environment: Environment) -> Iterator[Nginx]:
         upstream.server_close()
 
 
-
-
 def test_http_redirects_to_https_except_health_and_acme(nginx: Nginx) -> None:
     redirect = nginx.get(nginx.http("/books/shelf?page=2"))
     assert redirect.status_code == 301
@@ -148,7 +146,7 @@ def test_requests_reach_both_upstreams_and_survive_one_stopping(nginx: Nginx) ->
     stopped.server_close()
     answers = [nginx.get(nginx.https(f"/page/{i}")) for i in range(10)]
     assert all(answer.status_code == 200 for answer in answers)
-    assert {answer.text.split()[0] for answer in answers} == {f"replica={nginx.upstreams[1].server_address[1]}"}
+    assert {answer.text.split()[0] for answer in answers} == {f"replica={nginx.upstreams[1].server_port}"}
 
 
 def test_rate_limits_answer_429_only_on_the_api(nginx: Nginx) -> None:

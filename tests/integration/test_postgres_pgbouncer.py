@@ -25,12 +25,29 @@ def scalar(dsn: str, sql: str) -> object:
         return row[0]
 
 
+def show(conn: psycopg.Connection[tuple[object, ...]], name: str) -> str:
+    row = conn.execute(f"SHOW {name}").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 def test_postgres_runs_the_derived_tuning(postgres: Postgres) -> None:
     tuning = postgres_tuning(postgres.env.settings)
     with psycopg.connect(postgres.superuser(), autocommit=True) as conn:
-        shown = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in  # type: ignore[index]
-                 ("shared_buffers", "effective_cache_size", "work_mem", "max_connections", "password_encryption",
-                  "statement_timeout", "idle_in_transaction_session_timeout", "log_min_duration_statement", "ssl")}
+        shown = {
+            name: show(conn, name)
+            for name in (
+                "shared_buffers",
+                "effective_cache_size",
+                "work_mem",
+                "max_connections",
+                "password_encryption",
+                "statement_timeout",
+                "idle_in_transaction_session_timeout",
+                "log_min_duration_statement",
+                "ssl",
+            )
+        }
     assert shown["shared_buffers"] == f"{tuning.shared_buffers_mb}MB"
     assert shown["effective_cache_size"] == f"{tuning.effective_cache_size_mb}MB"
     assert shown["work_mem"] == f"{tuning.work_mem_mb}MB"
@@ -152,7 +169,9 @@ def test_hundred_clients_share_the_pool_and_client_101_is_refused(pgbouncer: PgB
             columns = [column.name for column in cursor.description or []]
             pools = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
             (app_pool,) = [
-                p for p in pools if (p["database"], p["user"]) == (env.settings.database.name, env.settings.database.user)
+                p
+                for p in pools
+                if (p["database"], p["user"]) == (env.settings.database.name, env.settings.database.user)
             ]
             assert app_pool["cl_active"] + app_pool["cl_waiting"] == pool.max_client_conn - 1
             cursor = conn.execute("SHOW SERVERS")

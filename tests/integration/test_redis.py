@@ -51,7 +51,7 @@ def test_maxmemory_evicts_instead_of_failing(redis_server: Redis) -> None:
     settings = redis_server.env.settings.redis
     exporter = client(redis_server, "exporter", redis_server.env.passwords["redis_exporter"])
     config = exporter.config_get("maxmemory*")
-    assert int(config["maxmemory"]) == settings.maxmemory_mb * 1024 * 1024
+    assert int(str(config["maxmemory"])) == settings.maxmemory_mb * 1024 * 1024
     assert config["maxmemory-policy"] == settings.maxmemory_policy
     app = client(redis_server)
     value = b"x" * 64 * 1024

@@ -78,8 +78,8 @@ def test_images_are_pinned(stack_plan: Plan) -> None:
         assert reference.tag != "latest"
     for name, inputs in containers(stack_plan).items():
         assert inputs["image"].startswith("sha256:") or stack_plan.stack == "dev", name  # the pulled id
-        reference = label(inputs, "image")
-        assert reference and parse_image(reference), name
+        pinned = label(inputs, "image")
+        assert pinned and parse_image(pinned), name
 
 
 def test_postgres_and_redis_are_on_internal_networks_only(stack_plan: Plan) -> None:
@@ -189,7 +189,9 @@ def test_backup_bucket_protections() -> None:
         plan = plan_of(stack)
         (bucket,) = plan.of_type("aws:s3/bucket:Bucket")
         block = plan.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")[0].inputs
-        assert all(block[k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+        assert all(
+            block[k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+        )
         ownership = plan.of_type("aws:s3/bucketOwnershipControls:BucketOwnershipControls")[0].inputs
         assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
         versioning = plan.of_type("aws:s3/bucketVersioning:BucketVersioning")[0].inputs

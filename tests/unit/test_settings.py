@@ -55,7 +55,9 @@ def test_defaults_are_the_guides_numbers() -> None:
 
 
 def test_postgres_tuning_follows_container_memory() -> None:
-    settings = load_settings(with_change("database.resources", {"memoryMb": 2048, "memoryReservationMb": 512, "cpus": 1}))
+    settings = load_settings(
+        with_change("database.resources", {"memoryMb": 2048, "memoryReservationMb": 512, "cpus": 1})
+    )
     tuning = postgres_tuning(settings)
     assert tuning.shared_buffers_mb == 512  # 25%
     assert tuning.effective_cache_size_mb == 1536  # 75%
@@ -79,7 +81,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("floating tag", with_change("images.redis", "redis:latest"), "settings.images.redis", "not a version"),
     ("no tag", with_change("images.nginx", "nginx"), "settings.images.nginx", "explicit version tag"),
     ("postgres major", with_change("images.postgres", "postgres:16.4"), "settings.images", "PostgreSQL 15"),
-    ("image and build", with_change("app.build", {"context": ".", "imageName": "a:1.0"}), "settings.app", "exactly one"),
+    (
+        "image and build",
+        with_change("app.build", {"context": ".", "imageName": "a:1.0"}),
+        "settings.app",
+        "exactly one",
+    ),
     ("bad domain", with_change("domain", "Stories_Example"), "settings.domain", "DNS name"),
     (
         "reservation above limit",
@@ -104,7 +111,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown pool mode", with_change("pgbouncer.poolMode", "statement"), "settings.pgbouncer.poolMode", "transaction"),
     ("acme without email", with_change("proxy.tls", {"mode": "letsencrypt"}), "settings.proxy.tls", "email"),
     ("missing secret", with_change("app.secretEnv", ["SMTP_PASSWORD"]), "settings.app.secretEnv", "no such secret"),
-    ("managed env", with_change("app.env", {"DATABASE_URL": "x"}), "settings.app.env.DATABASE_URL", "set by the platform"),
+    (
+        "managed env",
+        with_change("app.env", {"DATABASE_URL": "x"}),
+        "settings.app.env.DATABASE_URL",
+        "set by the platform",
+    ),
     ("bad docker host", with_change("host.dockerHost", "deploy@host"), "settings.host", "ssh://user@host"),
     (
         "overlapping subnets",
@@ -118,15 +130,24 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
         "settings.backup.s3",
         "owned by a backup tool",
     ),
-    ("grafana without monitoring", with_change("monitoring", {"enabled": False, "grafana": {"enabled": True}}),
-     "settings.monitoring", "needs monitoring.enabled"),
+    (
+        "grafana without monitoring",
+        with_change("monitoring", {"enabled": False, "grafana": {"enabled": True}}),
+        "settings.monitoring",
+        "needs monitoring.enabled",
+    ),
     (
         "work_mem too large",
         with_change("database.workMemMb", 64),
         "settings.database.workMemMb",
         "exceeds the container",
     ),
-    ("role writer without principal", with_change("backup.s3", {"writer": "role"}), "settings.backup.s3", "writerTrusted"),
+    (
+        "role writer without principal",
+        with_change("backup.s3", {"writer": "role"}),
+        "settings.backup.s3",
+        "writerTrusted",
+    ),
 ]
 
 

@@ -19,7 +19,7 @@ import yaml
 from components.settings import Settings
 from configs import monitoring
 from configs.metrics import METRICS, metric_names
-from tests.integration.conftest import which
+from harness.servers import which
 from tests.unit.test_settings import MINIMAL
 from tools.plan import STACKS, settings_for
 

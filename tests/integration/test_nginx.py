@@ -18,8 +18,8 @@ import requests
 
 from configs.render import render_nginx
 from configs.topology import LoopbackPorts, Topology, loopback_topology
-from tests.integration.conftest import Environment
-from tests.integration.servers import Server, copy, free_port, make_certificates, service_user, write
+from harness.servers import Server, copy, free_port, make_certificates, service_user, write
+from harness.services import Environment
 from tools.plan import STACKS, settings_for
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 from components.tuning import postgres_tuning
 from configs import healthchecks
 from configs.topology import ROLES
-from tests.integration.conftest import PgBouncer, Postgres
+from harness.services import PgBouncer, Postgres
 
 pytestmark = pytest.mark.integration
 

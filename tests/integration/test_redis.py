@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from configs import healthchecks
-from tests.integration.conftest import Redis
+from harness.services import Redis
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Starting the real servers (Debian's packages) on loopback for the integration tests.
+"""Starting the real servers (Debian's packages) on loopback: for the integration tests, `make bench`
+and the restore drills.
 
 Each server runs as an unprivileged system user, on a free 127.0.0.1 port, with files rendered by the
 same functions the components use and placed by `loopback_topology`. A server that does not become
@@ -198,3 +199,9 @@ def copy(source: Path, target: Path, mode: int) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     target.chmod(mode)
+
+
+def which(tool: str) -> str:
+    path = shutil.which(tool)
+    assert path, f"{tool} is not installed (see .ci/run)"
+    return path

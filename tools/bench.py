@@ -24,6 +24,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from components.loading import load_settings
 from harness import services
@@ -63,9 +64,8 @@ def tps(output: str) -> float:
 
 
 def machine() -> str:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown"
-    )
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
     return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
 
 

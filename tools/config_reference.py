@@ -1,6 +1,6 @@
 """The README's table of stack config keys, generated from the settings model so it cannot drift.
 
-    python -m tools.config_reference      # prints the Markdown table
+python -m tools.config_reference      # prints the Markdown table
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ STACK ?= dev
 FORMAT ?= table
 OUT ?=
 
-.PHONY: plan test unit integration lint typecheck bench up preview clean
+.PHONY: plan plan-diff test unit integration lint typecheck bench up preview clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 plan: $(VENV)/.installed
 	@PYTHONPATH=. $(PY) -m tools.plan --stack "$(STACK)" --format "$(FORMAT)" $(if $(OUT),--out "$(OUT)")
+
+# The offline plan of every stack at BASE (a git ref) and in the working tree, as a Markdown summary.
+plan-diff: $(VENV)/.installed
+	@test -n "$(BASE)" || { echo "BASE = '': give the git ref to compare with, e.g. make plan-diff BASE=main" >&2; exit 2; }
+	@PYTHONPATH=. $(PY) -m tools.plan_diff --base "$(BASE)"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -39,7 +44,7 @@ bench: $(VENV)/.installed
 
 # The real Pulumi CLI (not available on CI): see README "Deploying with pulumi up".
 preview:
-	pulumi preview --stack "$(STACK)" --diff
+	pulumi preview --stack "$(STACK)" --diff --policy-pack policy
 
 up:
 	pulumi up --stack "$(STACK)"

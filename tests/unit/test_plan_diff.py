@@ -1,0 +1,92 @@
+"""`make plan-diff`, on real git repositories made from this project."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.plan_diff import StackPlan, compare, flatten, markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh repository holding this project's tracked files (and working-tree changes), one commit."""
+    repo = tmp_path_factory.mktemp("repo")
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+    for name in tracked:
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-q", "-m", "base")
+    return repo
+
+
+def plan_diff(repo: Path, base: str = "main") -> str:
+    result = subprocess.run([sys.executable, "-m", "tools.plan_diff", "--base", base], cwd=repo,
+                            env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_no_change_is_no_changes_for_every_stack(repo: Path) -> None:
+    summary = plan_diff(repo)
+    for stack in ("dev", "staging", "prod"):
+        assert f"### {stack}: no changes" in summary
+
+
+def test_one_value_names_the_resource_the_input_and_the_file_lines(repo: Path) -> None:
+    stack_file = repo / "Pulumi.prod.yaml"
+    original = stack_file.read_text()
+    stack_file.write_text(
+        original.replace("    monitoring:\n", "    pgbouncer:\n      defaultPoolSize: 24\n    monitoring:\n")
+    )
+    try:
+        summary = plan_diff(repo)
+    finally:
+        stack_file.write_text(original)
+    assert "### dev: no changes" in summary and "### staging: no changes" in summary
+    prod = summary[summary.index("### prod") :]
+    assert "**docker:index/container:Container pgbouncer/pgbouncer**" in prod
+    assert "| `uploads[/etc/stories/pgbouncer/pgbouncer.ini].content` |" in prod
+    assert "-default_pool_size = 20\n+default_pool_size = 24" in prod
+    assert "-max_db_connections = 25\n+max_db_connections = 29" in prod
+    assert "<code>pgbouncer/pgbouncer.ini</code>" in prod
+    assert "\n-max_connections = 40\n" in prod and "\n+max_connections = 44\n" in prod  # Postgres follows the pool
+
+
+def test_bad_base_ref_is_one_clear_message(repo: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "tools.plan_diff", "--base", "no-such-ref"], cwd=repo,
+                            env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("BASE = 'no-such-ref': not a git ref here")
+
+
+def test_secrets_never_show_and_resources_added_or_removed() -> None:
+    base = StackPlan({"t a": {"envs": ["A=1", "TOKEN=[secret]"]}, "t gone": {}}, {"x/f.conf": "a\n"})
+    head = StackPlan({"t a": {"envs": ["A=2", "TOKEN=[secret]"]}, "t new": {}}, {"x/f.conf": "a\n"})
+    diff = compare("prod", base, head)
+    assert diff.added == ["t new"] and diff.removed == ["t gone"]
+    assert diff.changed == {"t a": [("envs[0]", "A=1", "A=2")]}
+    assert not diff.files
+    assert "[secret]" not in markdown([diff], "main").replace("TOKEN=[secret]", "")
+
+
+def test_keyed_lists_compare_by_key() -> None:
+    flat = flatten({"uploads": [{"file": "/etc/a", "content": "x"}], "cmd": ["a", "b"]})
+    assert flat == {"uploads[/etc/a].file": "/etc/a", "uploads[/etc/a].content": "x", "cmd[0]": "a", "cmd[1]": "b"}

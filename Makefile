@@ -7,7 +7,7 @@ STACK ?= dev
 FORMAT ?= table
 OUT ?=
 
-.PHONY: plan plan-diff test unit integration lint typecheck bench up preview clean
+.PHONY: plan plan-diff schedule test unit integration lint typecheck bench up preview clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ plan: $(VENV)/.installed
 plan-diff: $(VENV)/.installed
 	@test -n "$(BASE)" || { echo "BASE = '': give the git ref to compare with, e.g. make plan-diff BASE=main" >&2; exit 2; }
 	@PYTHONPATH=. $(PY) -m tools.plan_diff --base "$(BASE)"
+
+# The week's scheduled app replicas as a day x hour grid (WEEK: any date in the week).
+schedule: $(VENV)/.installed
+	@PYTHONPATH=. $(PY) -m tools.schedule --stack "$(or $(STACK),prod)" --week "$(WEEK)"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ from components.credentials import Credentials
 from components.images_resource import pull
 from components.network import Networks
 from components.settings import AppBuild, Settings
+from components.tuning import created_app_replicas
 from configs import healthchecks
 from configs.topology import Topology, app_hostname
 
@@ -118,10 +119,12 @@ class App(pulumi.ComponentResource):
                     },
                     healthcheck=Healthcheck(healthchecks.app(settings), start_period="60s"),
                     stop_timeout_seconds=30,
+                    # Replicas above the floor are the scaler's: created stopped, started on demand.
+                    start=replica <= app.replicas,
                 ),
                 pulumi.ResourceOptions(parent=self),
             ).container
-            for replica in range(1, app.replicas + 1)
+            for replica in range(1, created_app_replicas(settings) + 1)
         ]
         self.register_outputs({"replicas": len(self.containers)})
 

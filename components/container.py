@@ -97,6 +97,7 @@ class ServiceSpec:
     stop_signal: str | None = None
     stop_timeout_seconds: int | None = None
     replica: int | None = None
+    start: bool = True  # False: created stopped, and Pulumi does not keep it running (the scaler may)
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -139,7 +140,8 @@ class HardenedContainer(pulumi.ComponentResource):
                 memory_reservation=spec.resources.memory_reservation_mb,
                 cpus=f"{spec.resources.cpus:g}",
                 restart="unless-stopped",
-                must_run=True,
+                must_run=spec.start,
+                start=spec.start,
                 read_only=spec.read_only,
                 tmpfs=dict(spec.tmpfs) or None,
                 security_opts=["no-new-privileges:true"],

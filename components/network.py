@@ -8,6 +8,8 @@
   Alertmanager can reach its receivers): Prometheus and the exporters, each exporter also joining the
   one network of the service it reads.
 
+- control (internal, only with scaling): the scaler and the Docker API proxy, nothing else.
+
 nginx is on edge and app only, so neither Postgres nor Redis is reachable from any of nginx's networks.
 """
 
@@ -19,7 +21,7 @@ import pulumi_docker as docker
 from components.container import LABEL_PREFIX
 from components.settings import NetworkSettings
 
-INTERNAL = {"edge": False, "app": True, "backend": True, "data": True, "monitoring": False}
+INTERNAL = {"edge": False, "app": True, "backend": True, "data": True, "monitoring": False, "control": True}
 
 
 class Networks(pulumi.ComponentResource):
@@ -28,12 +30,20 @@ class Networks(pulumi.ComponentResource):
     backend: docker.Network
     data: docker.Network
     monitoring: docker.Network
+    control: docker.Network
 
     def __init__(
-        self, name: str, stack: str, subnets: NetworkSettings, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        stack: str,
+        subnets: NetworkSettings,
+        with_control: bool,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:docker:Networks", name, None, opts)
-        for role, internal in INTERNAL.items():
+        self.roles = [role for role in INTERNAL if role != "control" or with_control]
+        for role in self.roles:
+            internal = INTERNAL[role]
             network = docker.Network(
                 role,
                 name=f"{stack}-{role}",
@@ -48,4 +58,4 @@ class Networks(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             )
             setattr(self, role, network)
-        self.register_outputs({role: getattr(self, role).name for role in INTERNAL})
+        self.register_outputs({role: getattr(self, role).name for role in self.roles})

@@ -18,6 +18,7 @@ from components.monitoring import Monitoring
 from components.network import Networks
 from components.pooler import Pooler
 from components.proxy import Proxy
+from components.scaler import AppScaler
 from components.settings import Settings
 from configs.render import image_versions, render_all
 from configs.topology import container_topology
@@ -48,7 +49,7 @@ class Platform(pulumi.ComponentResource):
         )
         on_docker = pulumi.ResourceOptions(parent=self, providers=[docker_provider])
         credentials = Credentials("credentials", pulumi.ResourceOptions(parent=self))
-        networks = Networks("networks", stack, settings.networks, on_docker)
+        networks = Networks("networks", stack, settings.networks, settings.scaling.enabled, on_docker)
         database = Database("database", stack, settings, topo, versions, networks, credentials, on_docker)
         pooler = Pooler(
             "pooler",
@@ -84,9 +85,18 @@ class Platform(pulumi.ComponentResource):
         )
         if settings.monitoring.enabled:
             Monitoring("monitoring", stack, settings, topo, files, networks, credentials, secrets, on_docker)
+        if settings.scaling.enabled:
+            AppScaler(
+                "scaler",
+                stack,
+                settings,
+                networks,
+                pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[app]),
+            )
         self.outputs: dict[str, pulumi.Input[object]] = {
             "url": settings.public_url,
-            "appReplicas": len(app.containers),
+            "appReplicas": settings.app.replicas,
+            "appReplicasMax": len(app.containers),
         }
         if settings.monitoring.enabled:
             self.outputs["prometheusUrl"] = f"http://127.0.0.1:{settings.monitoring.prometheus_host_port}"

@@ -7,9 +7,12 @@ units are part of the key name (`memoryMb`, `retentionDays`, ...).
 
 from __future__ import annotations
 
+import itertools
 import re
+from datetime import date, time
 from ipaddress import IPv4Network
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -103,6 +106,7 @@ class HostSettings(Model):
     memory_mb: int = Field(default=8192, ge=512)
     cpus: float = Field(default=4, gt=0)
     retain_data_volumes: bool = True
+    docker_socket_gid: int = Field(default=999, ge=1, description="gid owning /var/run/docker.sock on the host")
 
     @model_validator(mode="after")
     def _known_scheme(self) -> HostSettings:
@@ -121,6 +125,7 @@ class NetworkSettings(Model):
     backend: IPv4Network = IPv4Network("172.30.2.0/24")
     data: IPv4Network = IPv4Network("172.30.3.0/24")
     monitoring: IPv4Network = IPv4Network("172.30.4.0/24")
+    control: IPv4Network = IPv4Network("172.30.5.0/24")
 
     @model_validator(mode="after")
     def _disjoint(self) -> NetworkSettings:
@@ -150,6 +155,7 @@ class Images(Model):
     nginx_exporter: PinnedImage = "nginx/nginx-prometheus-exporter:1.4.0"
     blackbox_exporter: PinnedImage = "prom/blackbox-exporter:v0.25.0"
     grafana: PinnedImage = "grafana/grafana:11.3.1"
+    socket_proxy: PinnedImage = "wollomatic/socket-proxy:1.12.2"
 
     def ref(self, service: str) -> ImageRef:
         return parse_image(getattr(self, service))
@@ -403,6 +409,95 @@ class S3BackupSettings(Model):
         return self
 
 
+class DailyWindow(Model):
+    """A daily window in local time, [start, end); `end` may be before `start` (it crosses midnight)."""
+
+    name: str = Field(pattern=r"^[a-z0-9-]+$")
+    start: time
+    end: time
+    replicas: int = Field(ge=1, le=10)
+
+    def minutes(self) -> set[int]:
+        first, last = self.start.hour * 60 + self.start.minute, self.end.hour * 60 + self.end.minute
+        if first < last:
+            return set(range(first, last))
+        return set(range(first, 24 * 60)) | set(range(0, last))
+
+    def contains(self, moment: time) -> bool:
+        return moment.hour * 60 + moment.minute in self.minutes()
+
+
+class Season(Model):
+    """A dated period (inclusive) whose factor multiplies the daily base, e.g. summer break 0.3."""
+
+    name: str = Field(pattern=r"^[a-z0-9-]+$")
+    start: date
+    end: date
+    factor: float = Field(gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Season:
+        if self.end < self.start:
+            raise ValueError(f"season {self.name!r} ends ({self.end}) before it starts ({self.start})")
+        return self
+
+
+def _default_windows() -> list[DailyWindow]:
+    return [
+        DailyWindow.model_validate({"name": "school", "start": "08:00", "end": "18:00", "replicas": 3}),
+        DailyWindow.model_validate({"name": "evening", "start": "18:00", "end": "22:00", "replicas": 2}),
+        DailyWindow.model_validate({"name": "night", "start": "22:00", "end": "08:00", "replicas": 1}),
+    ]
+
+
+class LoadThresholds(Model):
+    """Per-replica capacity: load above it asks for more replicas (the schedule stays the floor)."""
+
+    sessions_per_replica: int = Field(default=40, ge=1)
+    requests_per_second_per_replica: float = Field(default=25, gt=0)
+    cpu_percent: float = Field(default=70, gt=0, le=100)
+
+
+class ScalingSettings(Model):
+    """The school calendar and load rules of the app scaler. The floor is app.replicas, the cap
+    app.maxReplicas."""
+
+    enabled: bool = False
+    timezone: str = "Europe/Berlin"
+    windows: list[DailyWindow] = Field(default_factory=_default_windows)
+    weekend_factor: float = Field(default=0.5, gt=0, le=1)
+    seasons: list[Season] = Field(default_factory=list)
+    load: LoadThresholds = Field(default_factory=LoadThresholds)
+    scale_down_stable_minutes: int = Field(default=10, ge=1, le=240)
+    interval_seconds: int = Field(default=60, ge=5, le=3600)
+    signal_window_seconds: int = Field(default=120, ge=10, le=3600)
+    resources: Resources = Field(default_factory=lambda: resources(128, 32, 0.1))
+
+    @model_validator(mode="after")
+    def _calendar(self) -> ScalingSettings:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        covered: dict[int, str] = {}
+        for window in self.windows:
+            for minute in window.minutes():
+                if minute in covered:
+                    clock = f"{minute // 60:02d}:{minute % 60:02d}"
+                    raise ValueError(f"windows {covered[minute]!r} and {window.name!r} overlap at {clock}")
+                covered[minute] = window.name
+        missing = sorted(set(range(24 * 60)) - set(covered))
+        if missing:
+            raise ValueError(f"windows do not cover the day: nothing from {missing[0] // 60:02d}:{missing[0] % 60:02d}")
+        ordered = sorted(self.seasons, key=lambda season: season.start)
+        for earlier, later in itertools.pairwise(ordered):
+            if later.start <= earlier.end:
+                raise ValueError(
+                    f"seasons {earlier.name!r} and {later.name!r} overlap ({later.start} <= {earlier.end})"
+                )
+        return self
+
+
 class BackupSettings(Model):
     s3: S3BackupSettings = Field(default_factory=S3BackupSettings)
 
@@ -421,6 +516,19 @@ class Settings(Model):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings)
+
+    @model_validator(mode="after")
+    def _scaling_bounds(self) -> Settings:
+        for window in self.scaling.windows:
+            if window.replicas > self.app.max_replicas:
+                raise ValueError(
+                    f"scaling window {window.name!r} asks for {window.replicas} replicas, above app.maxReplicas "
+                    f"({self.app.max_replicas})"
+                )
+        if self.scaling.enabled and not self.monitoring.enabled:
+            raise ValueError("scaling.enabled needs monitoring.enabled (the scaler reads Prometheus)")
+        return self
 
     @property
     def public_url(self) -> str:

@@ -34,6 +34,11 @@ def postgres_tuning(settings: Settings) -> PostgresTuning:
     )
 
 
+def created_app_replicas(settings: Settings) -> int:
+    """App containers the stack creates: all maxReplicas when the scaler may start them, else replicas."""
+    return settings.app.max_replicas if settings.scaling.enabled else settings.app.replicas
+
+
 def container_budget(settings: Settings) -> dict[str, tuple[Resources, int]]:
     """Every long-running container of the stack: service -> (resources, how many). The app counts
     at maxReplicas, since the host must hold the most the scaler may run."""
@@ -44,6 +49,9 @@ def container_budget(settings: Settings) -> dict[str, tuple[Resources, int]]:
         "app": (settings.app.resources, settings.app.max_replicas),
         "nginx": (settings.proxy.resources, 1),
     }
+    if settings.scaling.enabled:
+        budget["scaler"] = (settings.scaling.resources, 1)
+        budget["socket-proxy"] = (settings.scaling.resources, 1)
     if settings.proxy.tls.mode == "letsencrypt":
         budget["certbot"] = (settings.proxy.certbot_resources, 1)
     monitoring = settings.monitoring

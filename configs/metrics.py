@@ -21,6 +21,7 @@ Source = Literal[
     "recording-rule",
     "app-contract",
     "backup-contract",
+    "scaler",
 ]
 
 SOURCES: dict[Source, str] = {
@@ -35,6 +36,7 @@ SOURCES: dict[Source, str] = {
     "recording-rule": "this stack's recording rules (configs/monitoring.py)",
     "app-contract": "the app's future /api/metrics contract (README: Metric contract); absent until the app exports it",
     "backup-contract": "the backup service's metrics (README: Metric contract)",
+    "scaler": "the app scaler (scaler/service.py), when scaling is enabled",
 }
 
 METRICS: dict[str, Source] = {
@@ -82,6 +84,12 @@ METRICS: dict[str, Source] = {
     "stories_active_sessions": "app-contract",
     "stories_backup_last_success_timestamp_seconds": "backup-contract",
     "stories_backup_last_run_success": "backup-contract",
+    "stories_scaler_desired_replicas": "scaler",
+    "stories_scaler_running_replicas": "scaler",
+    "stories_scaler_floor_replicas": "scaler",
+    "stories_scaler_last_decision_timestamp_seconds": "scaler",
+    "stories_scaler_decisions_total": "scaler",
+    "stories_scaler_errors_total": "scaler",
 }
 
 

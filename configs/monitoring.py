@@ -14,9 +14,11 @@ from typing import Any
 import yaml
 
 from components.settings import Receiver, Settings
+from components.tuning import created_app_replicas
 from configs.topology import app_hostname
 
 CONFIG_DIR = "/etc/stories"
+SCALER_METRICS_PORT = 9400
 PROMETHEUS_RULES_DIR = f"{CONFIG_DIR}/prometheus/rules"
 GRAFANA_DASHBOARDS_DIR = f"{CONFIG_DIR}/grafana/dashboards"
 
@@ -207,7 +209,7 @@ def render_rules(settings: Settings) -> dict[str, str]:
 def blackbox_targets(settings: Settings) -> list[str]:
     return [
         f"http://{app_hostname(replica)}:{settings.app.port}{settings.app.health_path}"
-        for replica in range(1, settings.app.max_replicas + 1)
+        for replica in range(1, created_app_replicas(settings) + 1)
     ]
 
 
@@ -217,6 +219,8 @@ def render_prometheus(settings: Settings) -> str:
     jobs += [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in EXPORTER_TARGETS.items()]
     if monitoring.grafana.enabled:
         jobs.append({"job_name": "grafana", "static_configs": [{"targets": ["grafana:3000"]}]})
+    if settings.scaling.enabled:
+        jobs.append({"job_name": "scaler", "static_configs": [{"targets": [f"scaler:{SCALER_METRICS_PORT}"]}]})
     jobs.append(
         {
             "job_name": BLACKBOX_JOB,
@@ -430,6 +434,15 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             Panel("Health check latency", f'probe_duration_seconds{{job="{BLACKBOX_JOB}"}}', "s", "{{instance}}"),
             Panel("Healthy replicas", f'sum(probe_success{{job="{BLACKBOX_JOB}"}})', "short"),
             Panel("Redis clients", "redis_connected_clients", "short"),
+            Panel("Scaler: running replicas", "stories_scaler_running_replicas", "short", "running"),
+            Panel("Scaler: desired replicas", "stories_scaler_desired_replicas", "short", "desired"),
+            Panel("Scaler: schedule floor", "stories_scaler_floor_replicas", "short", "floor"),
+            Panel(
+                "Scaler: decisions by reason",
+                "sum by (code) (increase(stories_scaler_decisions_total[1h]))",
+                "short",
+                "{{code}}",
+            ),
             Panel(
                 "Backup age (hours)", "(time() - stories_backup_last_success_timestamp_seconds) / 3600", "h", "{{kind}}"
             ),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from components.settings import Settings
+from components.tuning import created_app_replicas
 
 # Roles and users the platform creates, besides the app's own.
 ROLES = {
@@ -96,7 +97,7 @@ def container_topology(settings: Settings) -> Topology:
         redis_config_dir=f"{CONFIG_ROOT}/redis",
         redis_data_dir="/data",
         app_upstreams=tuple(
-            f"{app_hostname(replica)}:{settings.app.port}" for replica in range(1, settings.app.max_replicas + 1)
+            f"{app_hostname(replica)}:{settings.app.port}" for replica in range(1, created_app_replicas(settings) + 1)
         ),
         nginx_resolver="127.0.0.11",  # Docker's embedded DNS
         nginx_http_port=NGINX_HTTP_PORT,

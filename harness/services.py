@@ -32,6 +32,7 @@ from harness.servers import (
     make_certificates,
     run_as,
     service_user,
+    which,
     write,
 )
 
@@ -202,3 +203,30 @@ def start_redis(env: Environment) -> Redis:
     redis = Redis(env, Server("redis", [], user, env.base / "redis.log"), user, conf)
     redis.start()
     return redis
+
+
+def start_prometheus(base: Path, targets: list[str], scrape_interval_seconds: int = 1) -> tuple[Server, int]:
+    """Debian's Prometheus scraping `targets` (host:port) often, with its data under `base`."""
+    import yaml
+
+    user = service_user("prometheus")
+    directory = base / f"prometheus-{free_port()}"
+    port = free_port()
+    config = {
+        "global": {
+            "scrape_interval": f"{scrape_interval_seconds}s",
+            "evaluation_interval": f"{scrape_interval_seconds}s",
+        },
+        "scrape_configs": [{"job_name": "signals", "static_configs": [{"targets": targets}]}],
+    }
+    write(directory / "prometheus.yml", yaml.safe_dump(config))
+    (directory / "data").mkdir()
+    user.own(directory)
+    server = Server(
+        "prometheus",
+        [which("prometheus"), f"--config.file={directory}/prometheus.yml", f"--storage.tsdb.path={directory}/data",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        user, directory / "prometheus.log",
+    ).start()  # fmt: skip
+    server.wait_for_port(port, timeout=30)
+    return server, port

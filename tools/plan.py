@@ -194,7 +194,7 @@ def stack_config(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[st
     secret_keys: list[str] = []
     for key, value in (document.get("config") or {}).items():
         replaced, is_secret = _placeholder_secure(value)
-        config[key] = replaced if isinstance(replaced, str) else json.dumps(replaced)
+        config[key] = replaced if isinstance(replaced, str) else json.dumps(replaced, default=str)
         if is_secret:
             secret_keys.append(key)
     return config, secret_keys

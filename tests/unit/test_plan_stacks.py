@@ -76,15 +76,20 @@ def test_images_are_pinned(stack_plan: Plan) -> None:
     for image in stack_plan.of_type("docker:index/remoteImage:RemoteImage"):
         reference = parse_image(image.inputs["name"])
         assert reference.tag != "latest"
+    built = {str(image.inputs["imageName"]) for image in stack_plan.of_type("docker:index/image:Image")}
     for name, inputs in containers(stack_plan).items():
-        assert inputs["image"].startswith("sha256:") or stack_plan.stack == "dev", name  # the pulled id
         pinned = label(inputs, "image")
         assert pinned and parse_image(pinned), name
+        # A pulled image is passed by id (no perpetual diff); a built one by its pinned name.
+        assert inputs["image"].startswith("sha256:") or inputs["image"] in built, name
 
 
 def test_postgres_and_redis_are_on_internal_networks_only(stack_plan: Plan) -> None:
     internal = {str(n.inputs["name"]).split("-", 1)[1]: n.inputs["internal"] for n in stack_plan.of_type(NETWORK)}
-    assert internal == {"edge": False, "app": True, "backend": True, "data": True, "monitoring": False}
+    expected = {"edge": False, "app": True, "backend": True, "data": True, "monitoring": False}
+    if stack_plan.stack != "dev":  # the scaler's network with the Docker API proxy
+        expected["control"] = True
+    assert internal == expected
     running = containers(stack_plan)
     assert networks_of(running["postgres"]) == {"data"}
     assert networks_of(running["redis"]) == {"backend"}
@@ -132,10 +137,15 @@ def test_no_secret_in_plaintext(stack_plan: Plan) -> None:
 
 
 def test_replicas_follow_the_stack(stack_plan: Plan) -> None:
-    _, _ = stack_config(stack_plan.stack)
-    expected = {"dev": 1, "staging": 2, "prod": 2}[stack_plan.stack]
-    apps = [name for name in containers(stack_plan) if name.startswith("app-")]
-    assert len(apps) == expected == stack_plan.outputs["appReplicas"]
+    """dev runs one replica; staging and prod keep two running and create a third, stopped, that the
+    scaler may start, and which a later `pulumi up` neither starts nor stops."""
+    floor, created = {"dev": (1, 1), "staging": (2, 3), "prod": (2, 3)}[stack_plan.stack]
+    apps = {name: inputs for name, inputs in containers(stack_plan).items() if name.startswith("app-")}
+    assert len(apps) == created == stack_plan.outputs["appReplicasMax"]
+    assert stack_plan.outputs["appReplicas"] == floor
+    for name, inputs in apps.items():
+        always = int(name.rsplit("-", 1)[1]) <= floor
+        assert inputs["mustRun"] is always and inputs.get("start", True) is always, name
 
 
 def uploaded(inputs: dict[str, Any]) -> dict[str, str]:

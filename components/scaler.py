@@ -1,0 +1,117 @@
+"""The Docker target's app scaler: a service built from this repository (scaler/Dockerfile) that reads
+Prometheus and starts or stops app replicas above the floor, and the Docker API proxy it talks to,
+which allows listing containers and starting or stopping them, nothing else. Only the two share the
+control network; the scaler never sees the Docker socket."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pulumi
+import pulumi_docker as docker
+
+from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec, Upload, UploadDir
+from components.images_resource import pull
+from components.network import Networks
+from components.settings import Settings
+from configs.monitoring import SCALER_METRICS_PORT
+from configs.scaler import render_scaler_config
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE_SOURCES = (
+    "scaler/Dockerfile",
+    "scaler/requirements.txt",
+    "scaler/__init__.py",
+    "scaler/policy.py",
+    "scaler/service.py",
+    "components/__init__.py",
+    "components/images.py",
+    "components/settings.py",
+)
+SCALER_UID = "10001"
+PROXY_PORT = 2375
+DOCKER_API = r"/v1\..{1,2}"
+
+
+def source_tag() -> str:
+    """A version tag from the image's sources: a new tag (and a rebuild) exactly when they change."""
+    digest = hashlib.sha256()
+    for name in IMAGE_SOURCES:
+        digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+    return f"1.0.0-{digest.hexdigest()[:12]}"
+
+
+def proxy_command() -> list[str]:
+    return [
+        "-loglevel=info",
+        "-listenip=0.0.0.0",
+        "-allowfrom=scaler",
+        f"-allowGET={DOCKER_API}/containers/json",
+        f"-allowPOST={DOCKER_API}/containers/[a-zA-Z0-9_.-]+/(start|stop)",
+        "-allowhealthcheck",
+        "-watchdoginterval=600",
+        "-stoponwatchdog",
+        "-shutdowngracetime=5",
+    ]
+
+
+class AppScaler(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, stack: str, settings: Settings, networks: Networks, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("stories:platform:AppScaler", name, None, opts)
+        resources = settings.scaling.resources
+        proxy = HardenedContainer(
+            "socket-proxy",
+            stack,
+            ServiceSpec(
+                service="socket-proxy",
+                image=pull("socket-proxy", settings.images.socket_proxy, self),
+                image_ref=settings.images.socket_proxy,
+                resources=resources,
+                networks=[Attachment(networks.control, ["socket-proxy"])],
+                command=proxy_command(),
+                user=f"65534:{settings.host.docker_socket_gid}",
+                mounts=[Mount("/var/run/docker.sock", host_path="/var/run/docker.sock", read_only=True)],
+                healthcheck=Healthcheck(["./healthcheck"], interval="30s", start_period="5s"),
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        image = docker.Image(
+            "scaler-image",
+            image_name=f"stories-scaler:{source_tag()}",
+            build=docker.DockerBuildArgs(
+                # Relative to the project directory, where Pulumi runs the program: an absolute path
+                # would differ between checkouts and show as a change in every preview.
+                context=".",
+                dockerfile="scaler/Dockerfile",
+                builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
+                platform="linux/amd64",
+            ),
+            skip_push=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        config_dir = "/etc/stories/scaler"
+        metrics = f"http://127.0.0.1:{SCALER_METRICS_PORT}/metrics"
+        HardenedContainer(
+            "scaler",
+            stack,
+            ServiceSpec(
+                service="scaler",
+                image=image.image_name,
+                image_ref=f"stories-scaler:{source_tag()}",
+                resources=resources,
+                networks=[Attachment(networks.control, ["scaler"]), Attachment(networks.monitoring, ["scaler"])],
+                command=["--config", f"{config_dir}/scaler.json"],
+                user=f"{SCALER_UID}:{SCALER_UID}",
+                upload_dirs=[UploadDir(config_dir, [Upload("scaler.json", render_scaler_config(settings, stack))])],
+                tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+                healthcheck=Healthcheck(
+                    ["python", "-c", f"import urllib.request; urllib.request.urlopen({metrics!r}, timeout=3)"]
+                ),
+                depends_on=[proxy],
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({})

@@ -1,0 +1,1 @@
+"""App scaling by school calendar and by load: the policy (pure) and the Docker-target service."""

@@ -1,0 +1,126 @@
+"""The renderers: version-specific keys, derived values, and files that must never hold a secret."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+
+import pytest
+import yaml
+
+from components.loading import load_settings
+from configs import monitoring
+from configs.credentials import redis_acl_hash, scram_sha256_verifier
+from configs.render import (
+    ServerVersions,
+    image_versions,
+    render_nginx,
+    render_pgbouncer,
+    render_pgbouncer_userlist,
+    render_postgres,
+    render_redis,
+)
+from configs.topology import container_topology
+from tests.unit.test_settings import MINIMAL, with_change
+
+SETTINGS = load_settings(MINIMAL)
+TOPO = container_topology(SETTINGS)
+PINNED = image_versions(SETTINGS)
+DEBIAN = ServerVersions(postgres=(15,), pgbouncer=(1, 18, 0), redis=(7, 0, 15), nginx=(1, 22, 1))
+
+
+def test_pgbouncer_keys_follow_the_version() -> None:
+    assert PINNED.pgbouncer >= (1, 21)
+    assert "max_prepared_statements = 100" in render_pgbouncer(SETTINGS, TOPO, PINNED)["pgbouncer.ini"]
+    assert "max_prepared_statements" not in render_pgbouncer(SETTINGS, TOPO, DEBIAN)["pgbouncer.ini"]
+
+
+def test_nginx_directives_follow_the_version() -> None:
+    pinned = render_nginx(SETTINGS, TOPO, PINNED)["nginx.conf"]
+    assert "http2 on;" in pinned and "resolver 127.0.0.11" in pinned
+    assert re.search(r"server app-1:3000 max_fails=2 fail_timeout=10s resolve;", pinned)
+    old = render_nginx(SETTINGS, TOPO, DEBIAN)["nginx.conf"]
+    assert "http2 on;" not in old and "resolve" not in old
+
+
+def test_nginx_rates_and_limits_come_from_settings() -> None:
+    settings = load_settings(with_change("proxy", {"rateLimits": {"apiPerSecond": 7, "authPerMinute": 12},
+                                                   "clientMaxBodyMb": 80}))  # fmt: skip
+    conf = render_nginx(settings, container_topology(settings), PINNED)["nginx.conf"]
+    assert "zone=api:10m rate=7r/s" in conf and "zone=auth:10m rate=12r/m" in conf
+    assert "client_max_body_size 80m;" in conf
+
+
+@pytest.mark.parametrize(
+    ("persistence", "present", "absent"),
+    [
+        ("none", ['save ""', "appendonly no"], ["save 900"]),
+        ("rdb", ["save 900 1 300 10 60 10000", "appendonly no"], []),
+        ("aof", ['save ""', "appendonly yes", "appendfsync everysec"], []),
+        ("rdb+aof", ["save 900 1", "appendonly yes"], []),
+    ],
+)
+def test_redis_persistence(persistence: str, present: list[str], absent: list[str]) -> None:
+    settings = load_settings(with_change("redis.persistence", persistence))
+    conf = render_redis(settings, container_topology(settings), PINNED)["redis.conf"]
+    for line in present:
+        assert line in conf
+    for line in absent:
+        assert line not in conf
+    assert "maxmemory 256mb" in conf and "maxmemory-policy allkeys-lru" in conf
+
+
+def test_postgres_files_hold_no_secret_and_use_the_data_network() -> None:
+    files = render_postgres(SETTINGS, TOPO, PINNED)
+    assert "PASSWORD :'app_verifier'" in files["init.sql"]
+    assert "`cat /etc/stories/postgres-secrets/app.scram`" in files["init.sql"]
+    assert not re.search(r"PASSWORD '", files["init.sql"])
+    assert "hostssl   all       all   172.30.3.0/24  scram-sha-256" in files["pg_hba.conf"]
+    assert " trust" not in files["pg_hba.conf"] and " md5" not in files["pg_hba.conf"]
+
+
+def test_scram_verifier_is_rfc5802_and_deterministic() -> None:
+    password, salt = "pencil-" + "0" * 8, bytes(range(16))
+    verifier = scram_sha256_verifier(password, salt)
+    match = re.fullmatch(r"SCRAM-SHA-256\$4096:([^$]+)\$([^:]+):(.+)", verifier)
+    assert match and base64.b64decode(match.group(1)) == salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 4096)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    assert base64.b64decode(match.group(2)) == hashlib.sha256(client_key).digest()
+    assert scram_sha256_verifier(password, salt) == verifier
+    assert scram_sha256_verifier(password, bytes(16)) != verifier
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        scram_sha256_verifier(password, b"short")
+    assert redis_acl_hash("x") == hashlib.sha256(b"x").hexdigest()
+
+
+def test_userlist_refuses_plaintext() -> None:
+    verifier = scram_sha256_verifier("p" * 12, bytes(16))
+    assert render_pgbouncer_userlist({"pgbouncer_stats": verifier}) == f'"pgbouncer_stats" "{verifier}"\n'
+    with pytest.raises(ValueError, match="must be a SCRAM-SHA-256 verifier"):
+        render_pgbouncer_userlist({"pgbouncer_stats": "plain-password"})
+
+
+def test_alertmanager_without_receivers_keeps_alerts() -> None:
+    document = yaml.safe_load(monitoring.render_alertmanager(SETTINGS, {}))
+    assert document["route"]["receiver"] == "blackhole" and "routes" not in document["route"]
+    assert document["receivers"] == [{"name": "blackhole"}]
+
+
+def test_loopback_topology_changes_only_hosts_ports_and_paths() -> None:
+    from pathlib import Path
+
+    from configs.topology import LoopbackPorts, loopback_topology
+
+    ports = LoopbackPorts(1, 2, 3, 4, 5, 6, (7, 8))
+    loop = loopback_topology(SETTINGS, Path("/t"), ports)
+    deployed = render_pgbouncer(SETTINGS, TOPO, PINNED)["pgbouncer.ini"].splitlines()
+    tested = render_pgbouncer(SETTINGS, loop, PINNED)["pgbouncer.ini"].splitlines()
+    differing = [(a, b) for a, b in zip(deployed, tested, strict=True) if a != b]
+    for deployed_line, tested_line in differing:
+        key = deployed_line.split("=")[0].strip()
+        assert key in {"stories_db", "listen_addr", "listen_port", "auth_file", "server_tls_ca_file",
+                       "server_tls_cert_file", "server_tls_key_file"}, (deployed_line, tested_line)  # fmt: skip
+    assert differing, "the loopback layout does move hosts, ports and paths"

@@ -190,6 +190,7 @@ class AppSettings(Model):
     tmp_path: str = "/app/tmp"
     cache_path: str = "/app/.next/cache"
     health_path: str = "/api/health"
+    metrics_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9/_.-]*$")
     resources: Resources = Field(default_factory=lambda: resources(1024, 256, 1.0))
 
     @model_validator(mode="after")

@@ -219,6 +219,11 @@ def render_prometheus(settings: Settings) -> str:
     jobs += [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in EXPORTER_TARGETS.items()]
     if monitoring.grafana.enabled:
         jobs.append({"job_name": "grafana", "static_configs": [{"targets": ["grafana:3000"]}]})
+    if settings.app.metrics_path:
+        targets = [f"{app_hostname(r)}:{settings.app.port}" for r in range(1, created_app_replicas(settings) + 1)]
+        jobs.append(
+            {"job_name": "app", "metrics_path": settings.app.metrics_path, "static_configs": [{"targets": targets}]}
+        )
     if settings.scaling.enabled:
         jobs.append({"job_name": "scaler", "static_configs": [{"targets": [f"scaler:{SCALER_METRICS_PORT}"]}]})
     jobs.append(

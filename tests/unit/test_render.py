@@ -124,3 +124,14 @@ def test_loopback_topology_changes_only_hosts_ports_and_paths() -> None:
         assert key in {"stories_db", "listen_addr", "listen_port", "auth_file", "server_tls_ca_file",
                        "server_tls_cert_file", "server_tls_key_file"}, (deployed_line, tested_line)  # fmt: skip
     assert differing, "the loopback layout does move hosts, ports and paths"
+
+
+def test_app_metrics_are_scraped_only_when_the_app_exports_them() -> None:
+    def jobs(settings_: object) -> dict[str, dict[str, object]]:
+        document = yaml.safe_load(monitoring.render_prometheus(settings_))  # type: ignore[arg-type]
+        return {job["job_name"]: job for job in document["scrape_configs"]}
+
+    assert "app" not in jobs(SETTINGS)
+    exporting = load_settings(with_change("app.metricsPath", "/api/metrics"))
+    app = jobs(exporting)["app"]
+    assert app["metrics_path"] == "/api/metrics" and app["static_configs"] == [{"targets": ["app-1:3000"]}]

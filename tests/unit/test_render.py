@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from components.loading import load_settings
+from components.settings import Settings
 from configs import monitoring
 from configs.credentials import redis_acl_hash, scram_sha256_verifier
 from configs.render import (
@@ -127,8 +128,8 @@ def test_loopback_topology_changes_only_hosts_ports_and_paths() -> None:
 
 
 def test_app_metrics_are_scraped_only_when_the_app_exports_them() -> None:
-    def jobs(settings_: object) -> dict[str, dict[str, object]]:
-        document = yaml.safe_load(monitoring.render_prometheus(settings_))  # type: ignore[arg-type]
+    def jobs(settings_: Settings) -> dict[str, dict[str, object]]:
+        document = yaml.safe_load(monitoring.render_prometheus(settings_))
         return {job["job_name"]: job for job in document["scrape_configs"]}
 
     assert "app" not in jobs(SETTINGS)

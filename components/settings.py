@@ -304,7 +304,6 @@ class AlertThresholds(Model):
     cpu_for_minutes: int = Field(default=5, ge=1)
     response_time_seconds: float = Field(default=2, gt=0)
     active_sessions: int = Field(default=100, ge=1)
-    backup_max_age_hours: float = Field(default=26, gt=0)
 
 
 class EmailReceiver(Model):
@@ -499,8 +498,57 @@ class ScalingSettings(Model):
         return self
 
 
+class PostgresBackupSettings(Model):
+    """pgBackRest: continuous WAL archiving plus full/differential/incremental backups."""
+
+    archive_timeout_seconds: int = Field(default=60, ge=10, le=900)
+    full_interval_hours: int = Field(default=168, ge=1)
+    diff_interval_hours: int = Field(default=24, ge=1)
+    incr_interval_hours: int = Field(default=1, ge=1)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    compress_type: Literal["zst", "lz4", "gz", "bz2"] = "zst"
+    process_max: int = Field(default=2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _nested_intervals(self) -> PostgresBackupSettings:
+        if not self.full_interval_hours >= self.diff_interval_hours >= self.incr_interval_hours:
+            raise ValueError(
+                f"intervals must nest: fullIntervalHours ({self.full_interval_hours}) >= diffIntervalHours "
+                f"({self.diff_interval_hours}) >= incrIntervalHours ({self.incr_interval_hours})"
+            )
+        return self
+
+
+class FilesBackupSettings(Model):
+    """restic: uploads, book PDFs, TLS certificates and a Redis snapshot."""
+
+    interval_minutes: int = Field(default=15, ge=5, le=1440)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    verify_read_data_percent: int = Field(default=10, ge=1, le=100)
+
+
 class BackupSettings(Model):
     s3: S3BackupSettings = Field(default_factory=S3BackupSettings)
+    postgres: PostgresBackupSettings = Field(default_factory=PostgresBackupSettings)
+    files: FilesBackupSettings = Field(default_factory=FilesBackupSettings)
+    verify_interval_hours: int = Field(default=24, ge=1)
+    rpo_minutes: int = Field(default=15, ge=1, description="the recovery point objective the schedules must meet")
+    rto_minutes: int = Field(default=30, ge=1)
+    late_factor: float = Field(default=2, ge=1.1, le=10)
+    resources: Resources = Field(default_factory=lambda: resources(512, 128, 0.5))
+
+    @model_validator(mode="after")
+    def _meets_rpo(self) -> BackupSettings:
+        if self.postgres.archive_timeout_seconds >= self.rpo_minutes * 60:
+            raise ValueError(
+                f"postgres.archiveTimeoutSeconds ({self.postgres.archive_timeout_seconds}) must be under the "
+                f"RPO ({self.rpo_minutes} min)"
+            )
+        if self.files.interval_minutes > self.rpo_minutes:
+            raise ValueError(
+                f"files.intervalMinutes ({self.files.interval_minutes}) must not exceed the RPO ({self.rpo_minutes} min)"
+            )
+        return self
 
 
 class Settings(Model):

@@ -35,7 +35,7 @@ SOURCES: dict[Source, str] = {
     "blackbox-exporter": "prom/blackbox-exporter v0.25 (http_2xx probe of /api/health)",
     "recording-rule": "this stack's recording rules (configs/monitoring.py)",
     "app-contract": "the app's future /api/metrics contract (README: Metric contract); absent until the app exports it",
-    "backup-contract": "the backup service's metrics (README: Metric contract)",
+    "backup-contract": "the backup service (backup/service.py, README: Backups)",
     "scaler": "the app scaler (scaler/service.py), when scaling is enabled",
 }
 
@@ -84,6 +84,9 @@ METRICS: dict[str, Source] = {
     "stories_active_sessions": "app-contract",
     "stories_backup_last_success_timestamp_seconds": "backup-contract",
     "stories_backup_last_run_success": "backup-contract",
+    "stories_backup_expected_interval_seconds": "backup-contract",
+    "stories_backup_wal_archive_failing": "backup-contract",
+    "stories_backup_wal_last_archived_age_seconds": "backup-contract",
     "stories_scaler_desired_replicas": "scaler",
     "stories_scaler_running_replicas": "scaler",
     "stories_scaler_floor_replicas": "scaler",

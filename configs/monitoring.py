@@ -79,6 +79,7 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
     """One rule per threshold of the guide (critical: down, DB failures, memory, disk; warning: CPU,
     response time, sessions, backup)."""
     t = settings.monitoring.alerts
+    late = settings.backup.late_factor
     down = f"{t.service_down_minutes}m"
     memory = t.memory_percent
     return [
@@ -179,12 +180,22 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
             "The last {{ $labels.kind }} backup run failed; see the backup container's log.",
         ),
         AlertRule(
-            "BackupTooOld",
-            f"time() - stories_backup_last_success_timestamp_seconds > {int(t.backup_max_age_hours * 3600)}",
+            "BackupLate",
+            "time() - stories_backup_last_success_timestamp_seconds"
+            f" > {late:g} * stories_backup_expected_interval_seconds",
             "0m",
             "warning",
-            "No recent {{ $labels.kind }} backup",
-            f"The last successful {{{{ $labels.kind }}}} backup is older than {t.backup_max_age_hours:g} hours.",
+            "{{ $labels.kind }} backup is late",
+            "The last successful {{ $labels.kind }} backup is {{ $value | humanize }} s old,"
+            f" more than {late:g} times its schedule's interval.",
+        ),
+        AlertRule(
+            "WalArchivingFailing",
+            "stories_backup_wal_archive_failing == 1",
+            "5m",
+            "warning",
+            "PostgreSQL WAL archiving is failing",
+            "pg_stat_archiver reports a failure newer than the last archived segment; the RPO is not being met.",
         ),
     ]
 

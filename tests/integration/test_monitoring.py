@@ -54,9 +54,14 @@ def test_promtool_accepts_config_and_rules(stack: str, tmp_path: Path) -> None:
 
 
 def humanize(value: float) -> str:
-    """Prometheus's `humanize` for the values these tests use (1 <= |v| < 1000)."""
-    assert value == 0 or 1 <= abs(value) < 1000
-    return f"{value:.4g}"
+    """Prometheus's `humanize` for the values these tests use (0, or |v| >= 1 with SI prefixes)."""
+    assert value == 0 or abs(value) >= 1
+    prefix = ""
+    for candidate in ("k", "M", "G", "T"):
+        if abs(value) < 1000:
+            break
+        value, prefix = value / 1000, candidate
+    return f"{value:.4g}{prefix}"
 
 
 def humanize_duration(seconds: float) -> str:
@@ -124,7 +129,7 @@ def cases(settings: Settings) -> list[AlertCase]:
     # at or under the threshold stay silent, one more fires; they stay in the window longer than `for`.
     window_samples = 300 // INTERVAL_SECONDS + 1
     allowed = int(t.db_connection_failure_percent / 100 * window_samples)
-    backup_age = int(t.backup_max_age_hours * 3600)
+    late_after = int(settings.backup.late_factor * 900)  # a kind scheduled every 15 minutes
     idle = 'node_cpu_seconds_total{instance="node", cpu="0", mode="idle"}'
     avail, size = (f'node_filesystem_{kind}_bytes{{fstype="ext4", mountpoint="/"}}' for kind in ("avail", "size"))
     return [
@@ -174,11 +179,15 @@ def cases(settings: Settings) -> list[AlertCase]:
                   {"stories_active_sessions": gauge(t.active_sessions)}, {}, t.active_sessions + 1, 300),
         AlertCase("BackupFailed", {'stories_backup_last_run_success{kind="postgres"}': gauge(0)},
                   {'stories_backup_last_run_success{kind="postgres"}': gauge(1)}, {"kind": "postgres"}, 0),
-        AlertCase("BackupTooOld",
-                  {'stories_backup_last_success_timestamp_seconds{kind="uploads"}': gauge(-backup_age - 60)},
+        AlertCase("BackupLate",
+                  {'stories_backup_last_success_timestamp_seconds{kind="files"}': gauge(-late_after - 60),
+                   'stories_backup_expected_interval_seconds{kind="files"}': gauge(900)},
                   # A success that stays younger than the limit at every evaluation of the test.
-                  {'stories_backup_last_success_timestamp_seconds{kind="uploads"}': gauge(3600 - backup_age)},
-                  {"kind": "uploads"}, backup_age + 60),
+                  {'stories_backup_last_success_timestamp_seconds{kind="files"}': gauge(3600 - late_after),
+                   'stories_backup_expected_interval_seconds{kind="files"}': gauge(900)},
+                  {"kind": "files"}, INTERVAL_SECONDS + late_after + 60),
+        AlertCase("WalArchivingFailing", {"stories_backup_wal_archive_failing": gauge(1)},
+                  {"stories_backup_wal_archive_failing": gauge(0)}, {}, 1, 300),
     ]  # fmt: skip
 
 

@@ -185,7 +185,7 @@ def test_every_guide_alert_is_rendered(stack_plan: Plan) -> None:
     rules = {rule["alert"]: rule for group in yaml.safe_load(alerts_file)["groups"] for rule in group["rules"]}
     guide = {
         "ServiceDown", "DatabaseConnectionFailures", "HostMemoryHigh", "ContainerMemoryHigh", "DiskSpaceLow",
-        "HostCpuHigh", "SlowResponses", "ActiveSessionsHigh", "BackupFailed", "BackupTooOld",
+        "HostCpuHigh", "SlowResponses", "ActiveSessionsHigh", "BackupFailed", "BackupLate", "WalArchivingFailing",
     }  # fmt: skip
     assert guide <= set(rules)
     for rule in rules.values():

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_docker as docker
 
-from components.container import Attachment, HardenedContainer, Healthcheck, ServiceSpec, Upload, UploadDir
+from components.container import Attachment, HardenedContainer, Healthcheck, ServiceSpec, Upload, UploadDir, data_mount
 from components.credentials import Credentials
-from components.database import data_mount
 from components.images_resource import pull
 from components.network import Networks
 from components.settings import Settings
@@ -33,11 +32,16 @@ class Cache(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Cache", name, None, opts)
-        acl = pulumi.Output.all(
-            credentials.redis_app.redis_hash,
-            credentials.redis_exporter.redis_hash,
-            credentials.redis_healthcheck.redis_hash,
-        ).apply(lambda hashes: render_redis_acl({"app": hashes[0], "exporter": hashes[1], "healthcheck": hashes[2]}))
+        users = {
+            "app": credentials.redis_app,
+            "exporter": credentials.redis_exporter,
+            "healthcheck": credentials.redis_healthcheck,
+            "backup": credentials.redis_backup,
+        }
+        acl = pulumi.Output.all(**{user: password.redis_hash for user, password in users.items()}).apply(
+            render_redis_acl
+        )
+        self.data = data_mount("redis", stack, None, settings.host.retain_data_volumes, self, topo.redis_data_dir)
         spec = ServiceSpec(
             service="redis",
             image=pull("redis", settings.images.redis, self),
@@ -57,7 +61,7 @@ class Cache(pulumi.ComponentResource):
                     owner=REDIS_UID,
                 )
             ],
-            mounts=[data_mount("redis", stack, None, settings.host.retain_data_volumes, self, topo.redis_data_dir)],
+            mounts=[self.data],
             tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
             healthcheck=Healthcheck(healthchecks.redis(topo), interval="10s", start_period="10s"),
             stop_timeout_seconds=30,

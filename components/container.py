@@ -233,3 +233,18 @@ class HardenedContainer(pulumi.ComponentResource):
         if spec.cap_add:
             labels["capabilities"] = "; ".join(f"{cap}: {why}" for cap, why in sorted(spec.cap_add.items()))
         return [docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.{key}", value=value) for key, value in labels.items()]
+
+
+def data_mount(
+    name: str, stack: str, host_path: str | None, retain: bool, parent: pulumi.Resource, target: str
+) -> Mount:
+    """A service's data: the host path from config if one is set, else a named volume that by default
+    survives the resource's deletion (a `pulumi destroy` must not take the students' data with it)."""
+    if host_path:
+        return Mount(target=target, host_path=host_path)
+    volume = docker.Volume(
+        f"{name}-data",
+        name=f"{stack}-{name}-data",
+        opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=retain),
+    )
+    return Mount(target=target, volume=volume)

@@ -6,9 +6,19 @@ from __future__ import annotations
 import pulumi
 import pulumi_docker as docker
 
-from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec, Upload, UploadDir
+from components.backup import pgbackrest_upload, repository_env
+from components.backup_bucket import BackupBucket
+from components.container import (
+    Attachment,
+    HardenedContainer,
+    Healthcheck,
+    Mount,
+    ServiceSpec,
+    Upload,
+    UploadDir,
+    data_mount,
+)
 from components.credentials import Credentials
-from components.images_resource import pull
 from components.network import Networks
 from components.settings import Settings
 from configs import healthchecks
@@ -18,21 +28,6 @@ from configs.topology import Topology
 POSTGRES_UID = "999"
 DATA_DIR = "/var/lib/postgresql/data"
 INIT_DIR = "/docker-entrypoint-initdb.d"
-
-
-def data_mount(
-    name: str, stack: str, host_path: str | None, retain: bool, parent: pulumi.Resource, target: str
-) -> Mount:
-    """A service's data: the host path from config if one is set, else a named volume that by default
-    survives the resource's deletion (a `pulumi destroy` must not take the students' data with it)."""
-    if host_path:
-        return Mount(target=target, host_path=host_path)
-    volume = docker.Volume(
-        f"{name}-data",
-        name=f"{stack}-{name}-data",
-        opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=retain),
-    )
-    return Mount(target=target, volume=volume)
 
 
 class Database(pulumi.ComponentResource):
@@ -47,21 +42,34 @@ class Database(pulumi.ComponentResource):
         versions: ServerVersions,
         networks: Networks,
         credentials: Credentials,
+        image: tuple[pulumi.Output[str], str],
+        bucket: BackupBucket | None,
+        backup_work: docker.Volume,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Database", name, None, opts)
         files = render_postgres(settings, topo, versions)
         database_tls = credentials.database_tls
+        self.data = data_mount(
+            "postgres", stack, settings.database.data_host_path, settings.host.retain_data_volumes, self, DATA_DIR
+        )
+        # The socket directory is shared with the backup container (pgBackRest connects through it).
+        socket = docker.Volume("postgres-run", name=f"{stack}-postgres-run", opts=pulumi.ResourceOptions(parent=self))
+        self.socket = Mount(topo.postgres_socket_dir, volume=socket)
+        mounts = [self.data, self.socket]
+        if topo.backup_repo.kind == "posix":  # archive-push writes into the local repository
+            mounts.append(Mount(topo.backup_work_dir, volume=backup_work))
         spec = ServiceSpec(
             service="postgres",
-            image=pull("postgres", settings.images.postgres, self),
-            image_ref=settings.images.postgres,
+            image=image[0],
+            image_ref=image[1],
             resources=settings.database.resources,
             networks=[Attachment(networks.data, ["postgres"])],
             command=["postgres", "-c", f"config_file={topo.postgres_config_dir}/postgresql.conf"],
             env={
-                "PGDATA": f"{DATA_DIR}/pgdata",
+                "PGDATA": topo.pg_data_dir,
                 "POSTGRES_PASSWORD_FILE": f"{topo.postgres_secrets_dir}/superuser.password",
+                **repository_env(settings, credentials, bucket, restic=False),
             },
             user=f"{POSTGRES_UID}:{POSTGRES_UID}",
             upload_dirs=[
@@ -79,18 +87,10 @@ class Database(pulumi.ComponentResource):
                     ],
                     owner=POSTGRES_UID,
                 ),
+                pgbackrest_upload(settings, topo),
             ],
-            mounts=[
-                data_mount(
-                    "postgres",
-                    stack,
-                    settings.database.data_host_path,
-                    settings.host.retain_data_volumes,
-                    self,
-                    DATA_DIR,
-                )
-            ],
-            tmpfs={"/var/run/postgresql": "rw,noexec,nosuid,size=16m,mode=1777", "/tmp": "rw,noexec,nosuid,size=64m"},
+            mounts=mounts,
+            tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
             healthcheck=Healthcheck(healthchecks.postgres(settings, topo), interval="10s", start_period="60s"),
             # SIGINT is Postgres's "fast" shutdown: abort clients, checkpoint, exit cleanly.
             stop_signal="SIGINT",

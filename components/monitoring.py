@@ -18,9 +18,9 @@ from components.container import (
     ServiceSpec,
     Upload,
     UploadDir,
+    data_mount,
 )
 from components.credentials import Credentials
-from components.database import data_mount
 from components.images_resource import pull
 from components.network import Networks
 from components.settings import Resources, Settings

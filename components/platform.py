@@ -10,8 +10,10 @@ import pulumi_aws as aws
 import pulumi_docker as docker
 
 from components.app import App
+from components.backup import BackupService, backup_capable_postgres
 from components.backup_bucket import BackupBucket
 from components.cache import Cache
+from components.container import Mount
 from components.credentials import Credentials
 from components.database import Database
 from components.monitoring import Monitoring
@@ -50,7 +52,29 @@ class Platform(pulumi.ComponentResource):
         on_docker = pulumi.ResourceOptions(parent=self, providers=[docker_provider])
         credentials = Credentials("credentials", pulumi.ResourceOptions(parent=self))
         networks = Networks("networks", stack, settings.networks, settings.scaling.enabled, on_docker)
-        database = Database("database", stack, settings, topo, versions, networks, credentials, on_docker)
+        self.outputs: dict[str, pulumi.Input[object]] = {}
+        bucket = self._bucket(stack, settings) if settings.backup.s3.enabled else None
+        postgres_image = backup_capable_postgres(settings, self)
+        backup_work = docker.Volume(
+            "backup-work",
+            name=f"{stack}-backup-work",
+            opts=pulumi.ResourceOptions(
+                parent=self, providers=[docker_provider], retain_on_delete=settings.host.retain_data_volumes
+            ),
+        )
+        database = Database(
+            "database",
+            stack,
+            settings,
+            topo,
+            versions,
+            networks,
+            credentials,
+            postgres_image,
+            bucket,
+            backup_work,
+            on_docker,
+        )
         pooler = Pooler(
             "pooler",
             stack,
@@ -73,7 +97,7 @@ class Platform(pulumi.ComponentResource):
             secret_env,
             pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[pooler, cache]),
         )
-        Proxy(
+        proxy = Proxy(
             "proxy",
             stack,
             settings,
@@ -82,6 +106,27 @@ class Platform(pulumi.ComponentResource):
             networks,
             app.books_volume,
             pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[app]),
+        )
+        shared = {
+            "postgres-data": database.data,
+            "postgres-run": database.socket,
+            "redis-data": cache.data,
+            "uploads": Mount(settings.app.uploads_path, volume=app.uploads_volume),
+            "books": Mount(settings.app.books_path, volume=app.books_volume),
+            "certificates": proxy.letsencrypt,
+        }
+        BackupService(
+            "backup",
+            stack,
+            settings,
+            topo,
+            postgres_image,
+            networks,
+            credentials,
+            bucket,
+            shared,
+            backup_work,
+            pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[database, cache]),
         )
         if settings.monitoring.enabled:
             Monitoring("monitoring", stack, settings, topo, files, networks, credentials, secrets, on_docker)
@@ -93,22 +138,25 @@ class Platform(pulumi.ComponentResource):
                 networks,
                 pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[app]),
             )
-        self.outputs: dict[str, pulumi.Input[object]] = {
-            "url": settings.public_url,
-            "appReplicas": settings.app.replicas,
-            "appReplicasMax": len(app.containers),
-        }
+        self.outputs.update(
+            {
+                "url": settings.public_url,
+                "appReplicas": settings.app.replicas,
+                "appReplicasMax": len(app.containers),
+                # Without these the backups cannot be read: keep them outside this stack's state too.
+                "backupCipherPassphrase": credentials.pgbackrest_cipher.value,
+                "backupResticPassword": credentials.restic_password.value,
+            }
+        )
         if settings.monitoring.enabled:
             self.outputs["prometheusUrl"] = f"http://127.0.0.1:{settings.monitoring.prometheus_host_port}"
             self.outputs["alertmanagerUrl"] = f"http://127.0.0.1:{settings.monitoring.alertmanager_host_port}"
             if settings.monitoring.grafana.enabled:
                 self.outputs["grafanaUrl"] = f"http://127.0.0.1:{settings.monitoring.grafana.host_port}"
                 self.outputs["grafanaAdminPassword"] = credentials.grafana_admin.value
-        if settings.backup.s3.enabled:
-            self._bucket(stack, settings)
         self.register_outputs(self.outputs)
 
-    def _bucket(self, stack: str, settings: Settings) -> None:
+    def _bucket(self, stack: str, settings: Settings) -> BackupBucket:
         s3 = settings.backup.s3
         aws_provider = aws.Provider("aws", region=s3.region, opts=pulumi.ResourceOptions(parent=self))
         bucket = BackupBucket("backup", stack, s3, pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
@@ -118,3 +166,4 @@ class Platform(pulumi.ComponentResource):
             self.outputs["backupWriterSecretAccessKey"] = bucket.secret_access_key
         if bucket.role_arn is not None:
             self.outputs["backupWriterRoleArn"] = bucket.role_arn
+        return bucket

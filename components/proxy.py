@@ -71,6 +71,7 @@ class Proxy(pulumi.ComponentResource):
             name=f"{stack}-letsencrypt",
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=settings.host.retain_data_volumes),
         )
+        self.letsencrypt = Mount(LETSENCRYPT_DIR, volume=letsencrypt)
         files = render_nginx(settings, topo, versions)
         fallback_dir = topo.nginx_fallback_tls_dir.removeprefix(topo.nginx_config_dir + "/")
         spec = ServiceSpec(

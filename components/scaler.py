@@ -5,22 +5,16 @@ control network; the scaler never sees the Docker socket."""
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import pulumi
-import pulumi_docker as docker
 
 from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec, Upload, UploadDir
-from components.images_resource import pull
+from components.images_resource import build_local, pull
 from components.network import Networks
 from components.settings import Settings
 from configs.monitoring import SCALER_METRICS_PORT
 from configs.scaler import render_scaler_config
 
-ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SOURCES = (
-    "scaler/Dockerfile",
     "scaler/requirements.txt",
     "scaler/__init__.py",
     "scaler/policy.py",
@@ -32,14 +26,6 @@ IMAGE_SOURCES = (
 SCALER_UID = "10001"
 PROXY_PORT = 2375
 DOCKER_API = r"/v1\..{1,2}"
-
-
-def source_tag() -> str:
-    """A version tag from the image's sources: a new tag (and a rebuild) exactly when they change."""
-    digest = hashlib.sha256()
-    for name in IMAGE_SOURCES:
-        digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
-    return f"1.0.0-{digest.hexdigest()[:12]}"
 
 
 def proxy_command() -> list[str]:
@@ -78,20 +64,7 @@ class AppScaler(pulumi.ComponentResource):
             ),
             pulumi.ResourceOptions(parent=self),
         )
-        image = docker.Image(
-            "scaler-image",
-            image_name=f"stories-scaler:{source_tag()}",
-            build=docker.DockerBuildArgs(
-                # Relative to the project directory, where Pulumi runs the program: an absolute path
-                # would differ between checkouts and show as a change in every preview.
-                context=".",
-                dockerfile="scaler/Dockerfile",
-                builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
-                platform="linux/amd64",
-            ),
-            skip_push=True,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        image, reference = build_local("scaler", "stories-scaler", "scaler/Dockerfile", IMAGE_SOURCES, self)
         config_dir = "/etc/stories/scaler"
         metrics = f"http://127.0.0.1:{SCALER_METRICS_PORT}/metrics"
         HardenedContainer(
@@ -99,8 +72,8 @@ class AppScaler(pulumi.ComponentResource):
             stack,
             ServiceSpec(
                 service="scaler",
-                image=image.image_name,
-                image_ref=f"stories-scaler:{source_tag()}",
+                image=image,
+                image_ref=reference,
                 resources=resources,
                 networks=[Attachment(networks.control, ["scaler"]), Attachment(networks.monitoring, ["scaler"])],
                 command=["--config", f"{config_dir}/scaler.json"],

@@ -546,7 +546,8 @@ class BackupSettings(Model):
             )
         if self.files.interval_minutes > self.rpo_minutes:
             raise ValueError(
-                f"files.intervalMinutes ({self.files.interval_minutes}) must not exceed the RPO ({self.rpo_minutes} min)"
+                f"files.intervalMinutes ({self.files.interval_minutes}) must not exceed the RPO "
+                f"({self.rpo_minutes} min)"
             )
         return self
 

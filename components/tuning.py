@@ -48,6 +48,7 @@ def container_budget(settings: Settings) -> dict[str, tuple[Resources, int]]:
         "redis": (settings.redis.resources, 1),
         "app": (settings.app.resources, settings.app.max_replicas),
         "nginx": (settings.proxy.resources, 1),
+        "backup": (settings.backup.resources, 1),
     }
     if settings.scaling.enabled:
         budget["scaler"] = (settings.scaling.resources, 1)

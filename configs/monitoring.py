@@ -18,6 +18,7 @@ from components.tuning import created_app_replicas
 from configs.topology import app_hostname
 
 CONFIG_DIR = "/etc/stories"
+BACKUP_METRICS_PORT = 9401
 SCALER_METRICS_PORT = 9400
 PROMETHEUS_RULES_DIR = f"{CONFIG_DIR}/prometheus/rules"
 GRAFANA_DASHBOARDS_DIR = f"{CONFIG_DIR}/grafana/dashboards"
@@ -230,6 +231,7 @@ def render_prometheus(settings: Settings) -> str:
     jobs += [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in EXPORTER_TARGETS.items()]
     if monitoring.grafana.enabled:
         jobs.append({"job_name": "grafana", "static_configs": [{"targets": ["grafana:3000"]}]})
+    jobs.append({"job_name": "backup", "static_configs": [{"targets": [f"backup:{BACKUP_METRICS_PORT}"]}]})
     if settings.app.metrics_path:
         targets = [f"{app_hostname(r)}:{settings.app.port}" for r in range(1, created_app_replicas(settings) + 1)]
         jobs.append(

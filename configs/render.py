@@ -18,7 +18,7 @@ import jinja2
 from components.settings import SUPERUSER_RESERVED_CONNECTIONS, Settings
 from components.tuning import postgres_tuning
 from configs import monitoring
-from configs.topology import ROLES, Topology
+from configs.topology import BACKUP_STANZA, ROLES, Topology
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -72,11 +72,26 @@ def render_postgres(settings: Settings, topo: Topology, versions: ServerVersions
         "memory_mb": settings.database.resources.memory_mb,
         "pool_connections": settings.pgbouncer.server_connections,
         "superuser_reserved": SUPERUSER_RESERVED_CONNECTIONS,
+        "backup": settings.backup.postgres,
+        "stanza": BACKUP_STANZA,
     }
     return {
         "postgresql.conf": _render("postgres/postgresql.conf.j2", **context),
         "pg_hba.conf": _render("postgres/pg_hba.conf.j2", **context),
         "init.sql": _render("postgres/init.sql.j2", **context),
+    }
+
+
+def render_pgbackrest(settings: Settings, topo: Topology) -> Files:
+    return {
+        "pgbackrest.conf": _render(
+            "pgbackrest/pgbackrest.conf.j2",
+            domain=settings.domain,
+            repo=topo.backup_repo,
+            pg=settings.backup.postgres,
+            topo=topo,
+            stanza=BACKUP_STANZA,
+        )
     }
 
 
@@ -116,7 +131,7 @@ def render_redis(settings: Settings, topo: Topology, versions: ServerVersions) -
 
 
 def render_redis_acl(password_hashes: Mapping[str, str]) -> str:
-    """Redis's ACL file; `password_hashes` maps app, exporter and healthcheck to SHA-256 hex digests."""
+    """Redis's ACL file; `password_hashes` maps app, exporter, healthcheck and backup to SHA-256 digests."""
     return _render("redis/users.acl.j2", hashes=password_hashes)
 
 
@@ -151,6 +166,7 @@ def render_all(settings: Settings, topo: Topology, versions: ServerVersions) -> 
     files appear with their secrets shown as "[secret]"; the components render those with the values."""
     files: dict[str, Files] = {
         "postgres": render_postgres(settings, topo, versions),
+        "pgbackrest": render_pgbackrest(settings, topo),
         "pgbouncer": render_pgbouncer(settings, topo, versions),
         "redis": render_redis(settings, topo, versions),
         "nginx": render_nginx(settings, topo, versions),

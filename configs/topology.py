@@ -32,6 +32,31 @@ NGINX_STATUS_PORT = 8081
 CONFIG_ROOT = "/etc/stories"
 
 
+BACKUP_STANZA = "stories"
+BACKUP_ROOT = "/var/lib/stories-backup"
+
+
+@dataclass(frozen=True)
+class RepoLayout:
+    """Where the backup repositories live: the stack's S3 bucket (under pgbackrest/ and restic/), or a
+    local volume. The bucket's name is only known at deploy time and reaches the tools by environment."""
+
+    kind: str  # "s3" or "posix"
+    pgbackrest_path: str
+    restic_location: str  # a local path, or the S3 prefix inside the bucket
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_uri_style: str = "host"
+    ca_file: str | None = None
+
+
+def repo_layout(settings: Settings) -> RepoLayout:
+    s3 = settings.backup.s3
+    if s3.enabled:
+        return RepoLayout("s3", "/pgbackrest", "restic", f"s3.{s3.region}.amazonaws.com", s3.region)
+    return RepoLayout("posix", f"{BACKUP_ROOT}/pgbackrest", f"{BACKUP_ROOT}/restic")
+
+
 @dataclass(frozen=True)
 class Topology:
     postgres_host: str
@@ -68,6 +93,13 @@ class Topology:
     letsencrypt_live_dir: str
     nginx_acme_dir: str
     nginx_books_dir: str
+    pg_data_dir: str
+    pgbackrest_config_dir: str
+    pgbackrest_lock_dir: str
+    backup_repo: RepoLayout
+    backup_work_dir: str
+    backup_sources: tuple[tuple[str, str], ...]  # (name, directory) restic backs up as "files"
+    backup_redis_dir: str
 
 
 def app_hostname(replica: int) -> str:
@@ -114,6 +146,17 @@ def container_topology(settings: Settings) -> Topology:
         letsencrypt_live_dir="/etc/letsencrypt/stories",  # written by certbot's deploy hook
         nginx_acme_dir="/var/www/acme",
         nginx_books_dir="/srv/books",
+        pg_data_dir="/var/lib/postgresql/data/pgdata",
+        pgbackrest_config_dir=f"{CONFIG_ROOT}/pgbackrest",
+        pgbackrest_lock_dir="/tmp/pgbackrest",
+        backup_repo=repo_layout(settings),
+        backup_work_dir=BACKUP_ROOT,
+        backup_sources=(
+            ("uploads", "/backup-sources/uploads"),
+            ("books", "/backup-sources/books"),
+            ("certificates", "/backup-sources/letsencrypt"),
+        ),
+        backup_redis_dir="/backup-sources/redis",
     )
 
 
@@ -128,13 +171,23 @@ class LoopbackPorts:
     app_upstreams: tuple[int, ...]
 
 
-def loopback_topology(settings: Settings, base: Path, ports: LoopbackPorts) -> Topology:
+def loopback_topology(
+    settings: Settings, base: Path, ports: LoopbackPorts, s3_endpoint: str | None = None, ca_file: str | None = None
+) -> Topology:
     """The test-machine layout: every service on 127.0.0.1 with free ports, files under `base`.
 
     This is the single substitution between a deployed file and a tested one: hosts become 127.0.0.1,
-    ports become the free ones given, and paths move under `base`. No other value changes.
+    ports become the free ones given, and paths move under `base`; an S3 repository is the local
+    S3-compatible server at `s3_endpoint` (path-style addressing, trusting `ca_file`). No other value changes.
     """
     deployed = container_topology(settings)
+    repo = deployed.backup_repo
+    if repo.kind == "s3":
+        repo = replace(repo, s3_endpoint=s3_endpoint, s3_uri_style="path", ca_file=ca_file)
+    else:
+        repo = replace(
+            repo, pgbackrest_path=str(base / "repo" / "pgbackrest"), restic_location=str(base / "repo" / "restic")
+        )
     return replace(
         deployed,
         postgres_host="127.0.0.1",
@@ -170,4 +223,11 @@ def loopback_topology(settings: Settings, base: Path, ports: LoopbackPorts) -> T
         letsencrypt_live_dir=str(base / "letsencrypt" / "stories"),
         nginx_acme_dir=str(base / "acme"),
         nginx_books_dir=str(base / "books"),
+        pg_data_dir=str(base / "postgres-data"),
+        pgbackrest_config_dir=str(base / "pgbackrest"),
+        pgbackrest_lock_dir=str(base / "pgbackrest-lock"),
+        backup_repo=repo,
+        backup_work_dir=str(base / "backup-work"),
+        backup_sources=tuple((name, str(base / "sources" / name)) for name, _ in deployed.backup_sources),
+        backup_redis_dir=str(base / "redis-data"),
     )

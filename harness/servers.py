@@ -166,7 +166,8 @@ def make_certificates(directory: Path, server_names: Sequence[str], client_cn: s
 
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test CA")
-    san = ",".join(f"IP:{name}" if name[0].isdigit() else f"DNS:{name}" for name in server_names)
+    # An address also goes in as a DNS name: pgBackRest 2.45 matches the host only against DNS names.
+    san = ",".join(f"IP:{name},DNS:{name}" if name[0].isdigit() else f"DNS:{name}" for name in server_names)
     for name, subject, extension in (
         ("server", f"/CN={server_names[0]}", f"subjectAltName={san}"),
         ("client", f"/CN={client_cn}", "extendedKeyUsage=clientAuth"),

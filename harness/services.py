@@ -3,18 +3,22 @@ them. Each `start_*` returns a handle; `stop()` ends the server. Secrets are gen
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from components.settings import Settings
 from configs.credentials import redis_acl_hash, scram_sha256_verifier
 from configs.render import (
     ServerVersions,
+    render_pgbackrest,
     render_pgbouncer,
     render_pgbouncer_userlist,
     render_postgres,
@@ -49,6 +53,23 @@ class Environment:
     base: Path
     certs: dict[str, Path]
     passwords: dict[str, str]
+    s3_port: int
+    bucket: str = "stories-backup-test"
+
+    def backup_env(self) -> dict[str, str]:
+        """What the backup container gets from the program: secrets and the bucket, by environment.
+        The local S3-compatible server accepts any key pair; these are the test's own."""
+        return {
+            "PGBACKREST_REPO1_CIPHER_PASS": self.passwords["pgbackrest_cipher"],
+            "PGBACKREST_REPO1_S3_BUCKET": self.bucket,
+            "PGBACKREST_REPO1_S3_KEY": "test-key-id",
+            "PGBACKREST_REPO1_S3_KEY_SECRET": self.passwords["s3_secret"],
+            "RESTIC_PASSWORD": self.passwords["restic"],
+            "AWS_ACCESS_KEY_ID": "test-key-id",
+            "AWS_SECRET_ACCESS_KEY": self.passwords["s3_secret"],
+            "STORIES_BACKUP_BUCKET": self.bucket,
+            "STORIES_REDIS_BACKUP_PASSWORD": self.passwords["redis_backup"],
+        }
 
 
 @contextmanager
@@ -63,11 +84,13 @@ def environment(settings: Settings) -> Iterator[Environment]:
         nginx_https=free_port(), nginx_status=free_port(), app_upstreams=(free_port(), free_port()),
     )  # fmt: skip
     certs = make_certificates(base / "certs", ["127.0.0.1", "localhost"], ROLES["auth"])
-    names = ("app", "monitor", "admin", "stats", "superuser", "redis_app", "redis_exporter", "redis_healthcheck")
+    names = ("app", "monitor", "admin", "stats", "superuser", "redis_app", "redis_exporter", "redis_healthcheck",
+             "redis_backup", "pgbackrest_cipher", "restic", "s3_secret")  # fmt: skip
+    s3_port = free_port()
+    topo = loopback_topology(settings, base, ports, s3_endpoint=f"127.0.0.1:{s3_port}", ca_file=str(certs["ca.crt"]))
     yield Environment(
-        settings, loopback_topology(settings, base, ports), installed_versions(), base, certs,
-        {name: new_password() for name in names},
-    )  # fmt: skip
+        settings, topo, installed_versions(), base, certs, {name: new_password() for name in names}, s3_port
+    )
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -112,18 +135,34 @@ def start_postgres(env: Environment) -> Postgres:
     for name, mode in (("server.crt", 0o644), ("server.key", 0o600), ("ca.crt", 0o644)):
         copy(env.certs[name], secrets_dir / name, mode)
     init_sql = write(env.base / "postgres-init" / "init.sql", files["init.sql"])
+    write(
+        Path(topo.pgbackrest_config_dir) / "pgbackrest.conf", render_pgbackrest(env.settings, topo)["pgbackrest.conf"]
+    )
+    for directory in (topo.pgbackrest_lock_dir, topo.backup_work_dir):
+        Path(directory).mkdir(parents=True, exist_ok=True)
     data = env.base / "postgres-data"
     data.mkdir(mode=0o700)
     Path(topo.postgres_socket_dir).mkdir()
     password_file = write(env.base / "postgres-init" / "superuser.password", env.passwords["superuser"] + "\n", 0o600)
-    user.own(config_dir, secrets_dir, data, Path(topo.postgres_socket_dir), init_sql.parent)
+    user.own(
+        config_dir,
+        secrets_dir,
+        data,
+        Path(topo.postgres_socket_dir),
+        init_sql.parent,
+        Path(topo.pgbackrest_config_dir),
+        Path(topo.pgbackrest_lock_dir),
+        Path(topo.backup_work_dir),
+    )
     initdb = run_as(user, [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=peer",
                            f"--pwfile={password_file}", "--encoding=UTF8"])  # fmt: skip
     assert initdb.returncode == 0, initdb.stderr
     log = env.base / "postgres.log"
+    # The archive_command's pgBackRest reads its secrets and bucket from the server's environment, as
+    # in the container.
     server = Server(
         "postgres", [str(PG_BIN / "postgres"), "-D", str(data), "-c", f"config_file={config_dir}/postgresql.conf"],
-        user, log,
+        user, log, env={**os.environ, **env.backup_env()},
     )  # fmt: skip
     pg = Postgres(env, server, user, data)
     pg.start()
@@ -196,6 +235,7 @@ def start_redis(env: Environment) -> Redis:
         "app": redis_acl_hash(env.passwords["redis_app"]),
         "exporter": redis_acl_hash(env.passwords["redis_exporter"]),
         "healthcheck": redis_acl_hash(env.passwords["redis_healthcheck"]),
+        "backup": redis_acl_hash(env.passwords["redis_backup"]),
     }
     write(config_dir / "users.acl", render_redis_acl(hashes), 0o600)
     data_dir.mkdir()
@@ -230,3 +270,119 @@ def start_prometheus(base: Path, targets: list[str], scrape_interval_seconds: in
     ).start()  # fmt: skip
     server.wait_for_port(port, timeout=30)
     return server, port
+
+
+S3_TLS_FRONT = """
+pid {run}/nginx.pid;
+error_log {run}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {run}/body;
+    proxy_temp_path {run}/proxy;
+    fastcgi_temp_path {run}/fastcgi;
+    uwsgi_temp_path {run}/uwsgi;
+    scgi_temp_path {run}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        client_max_body_size 0;
+        proxy_request_buffering off;
+        location / {{
+            proxy_pass http://127.0.0.1:{backend};
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class S3:
+    """moto's S3-compatible server behind nginx for TLS. moto's own TLS ends connections without a TLS
+    close_notify, which pgBackRest (OpenSSL 3) rightly refuses; nginx ends them properly."""
+
+    moto: Server
+    tls: Server
+
+    def stop(self) -> None:
+        self.tls.stop()
+        self.moto.stop()
+
+
+def start_s3(env: Environment) -> S3:
+    """The S3-compatible endpoint on loopback over TLS, with the stack's bucket created."""
+    import boto3
+
+    backend = free_port()
+    moto = Server("s3", [which("moto_server"), "-H", "127.0.0.1", "-p", str(backend)], service_user("root"),
+                  env.base / "s3.log").start()  # fmt: skip
+    moto.wait_for_port(backend, timeout=30)
+    run = env.base / "s3-tls"
+    run.mkdir()
+    user = service_user("www-data")
+    key = run / "server.key"
+    copy(env.certs["server.key"], key, 0o600)
+    config = write(run / "nginx.conf", S3_TLS_FRONT.format(run=run, port=env.s3_port, cert=env.certs["server.crt"],
+                                                         key=key, backend=backend))  # fmt: skip
+    user.own(run)
+    tls = Server("s3-tls", ["nginx", "-e", str(run / "error.log"), "-c", str(config), "-g", "daemon off;"], user,
+                 run / "console.log").start()  # fmt: skip
+    tls.wait_for_port(env.s3_port)
+    region = env.topo.backup_repo.s3_region or "eu-west-1"
+    s3_client(env, boto3).create_bucket(Bucket=env.bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    return S3(moto, tls)
+
+
+def s3_client(env: Environment, boto3: Any) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=f"https://127.0.0.1:{env.s3_port}", region_name=env.topo.backup_repo.s3_region,
+        aws_access_key_id="test-key-id", aws_secret_access_key=env.passwords["s3_secret"],
+        verify=str(env.certs["ca.crt"]),
+    )  # fmt: skip
+
+
+class BackupCli:
+    """The backup command line run as the database's own user (as in the backup container), with the
+    system Python and a private copy of the packages it imports (the test runner's virtualenv may sit
+    where that user cannot read)."""
+
+    PACKAGES = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection",
+                "prometheus_client")  # fmt: skip
+
+    def __init__(self, env: Environment, stack: str) -> None:
+        from configs.backup import render_backup_config
+
+        self.env = env
+        self.user = service_user("postgres")
+        self.runtime = env.base / "backup-cli"
+        project = Path(__file__).resolve().parent.parent
+        shutil.copytree(project / "backup", self.runtime / "backup", ignore=shutil.ignore_patterns("__pycache__"))
+        for module in ("__init__.py", "images.py", "settings.py"):
+            copy(project / "components" / module, self.runtime / "components" / module, 0o644)
+        for package in self.PACKAGES:
+            imported = __import__(package)
+            source = Path(imported.__file__ or "")
+            if source.name == "__init__.py":
+                shutil.copytree(
+                    source.parent, self.runtime / source.parent.name, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            else:
+                copy(source, self.runtime / source.name, 0o644)
+        self.config = write(env.base / "backup" / "backup.json", render_backup_config(env.settings, env.topo, stack))
+        for _name, directory in env.topo.backup_sources:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        self.user.own(self.runtime, self.config.parent, Path(env.topo.backup_work_dir))
+
+    def __call__(self, *args: str, env_overrides: dict[str, str] | None = None,
+                 input_text: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        environment = {"PATH": f"{PG_BIN}:/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(self.runtime),
+                       "HOME": str(self.env.base / "backup-work"), "TMPDIR": str(self.env.base / "backup-work"),
+                       **self.env.backup_env(), **(env_overrides or {})}  # fmt: skip
+        return subprocess.run(
+            ["/usr/bin/python3", "-m", "backup.cli", "--config", str(self.config), *args],
+            env=environment, cwd=self.runtime, preexec_fn=self.user.preexec(), capture_output=True, text=True,
+            timeout=900, input=input_text, check=False,
+        )  # fmt: skip

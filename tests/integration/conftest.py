@@ -23,7 +23,15 @@ def environment() -> Iterator[Environment]:
 
 
 @pytest.fixture(scope="session")
-def postgres(environment: Environment) -> Iterator[Postgres]:
+def s3(environment: Environment) -> Iterator[services.S3]:
+    server = services.start_s3(environment)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(environment: Environment, s3: services.S3) -> Iterator[Postgres]:
+    """Archives its WAL to the S3 repository as deployed, so the repository outlives it."""
     pg = services.start_postgres(environment)
     yield pg
     pg.stop()

@@ -281,7 +281,32 @@ def test_bad_config_registers_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_dev_builds_the_app_with_buildkit() -> None:
-    (image,) = plan_of("dev").of_type("docker:index/image:Image")
+    (image,) = [i for i in plan_of("dev").of_type("docker:index/image:Image") if i.name == "app-image"]
     build = image.inputs["build"]
     assert build["builderVersion"] == "BuilderBuildKit"
     assert image.inputs["skipPush"] is True
+
+
+def test_backups_are_wired_to_the_repositories(stack_plan: Plan) -> None:
+    running = containers(stack_plan)
+    postgres, backup = running["postgres"], running["backup"]
+    assert label(postgres, "image") == label(backup, "image")  # one backup-capable Postgres image
+    conf = uploaded(postgres)["/etc/stories/postgres/postgresql.conf"]
+    assert "archive_mode = on" in conf and "archive_timeout = 60s" in conf and "archive-push %p" in conf
+    env = dict(entry.split("=", 1) for entry in backup["envs"])
+    assert env["PGBACKREST_REPO1_CIPHER_PASS"] == SECRET and env["RESTIC_PASSWORD"] == SECRET
+    pgbackrest = uploaded(backup)["/etc/stories/pgbackrest/pgbackrest.conf"]
+    assert "repo1-cipher-type=aes-256-cbc" in pgbackrest and "repo1-retention-full=30" in pgbackrest
+    mounts = {v["containerPath"]: v for v in backup["volumes"]}
+    assert mounts["/var/lib/postgresql/data"]["readOnly"] is True
+    for source in ("/backup-sources/uploads", "/backup-sources/books", "/backup-sources/letsencrypt",
+                   "/backup-sources/redis"):  # fmt: skip
+        assert mounts[source]["readOnly"] is True, source
+    if stack_plan.stack == "dev":
+        assert "repo1-type=posix" in pgbackrest and "PGBACKREST_REPO1_S3_BUCKET" not in env
+        assert any(v["containerPath"] == "/var/lib/stories-backup" for v in postgres["volumes"])
+    else:
+        assert "repo1-type=s3" in pgbackrest and "repo1-s3-uri-style=host" in pgbackrest
+        assert env["PGBACKREST_REPO1_S3_KEY_SECRET"] == SECRET and env["AWS_SECRET_ACCESS_KEY"] == SECRET
+    assert stack_plan.outputs["backupCipherPassphrase"] == SECRET
+    assert stack_plan.outputs["backupResticPassword"] == SECRET

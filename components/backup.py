@@ -1,0 +1,144 @@
+"""Backups: the backup-capable Postgres image, the repositories' environment, and the backup service
+container that runs the schedules (backup/service.py) and the operator's command line (backup/cli.py).
+
+pgBackRest archives WAL from inside the Postgres container and backs up from the backup container,
+which shares Postgres's data (read-only) and socket; restic backs up uploads, books, certificates and
+a Redis snapshot. Repositories: the S3 bucket (pgbackrest/ and restic/) when the stack has one, else
+the local backup volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pulumi
+import pulumi_docker as docker
+
+from components.backup_bucket import BackupBucket
+from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec, Upload, UploadDir
+from components.credentials import Credentials
+from components.images_resource import build_local
+from components.network import Networks
+from components.settings import Settings
+from configs.backup import render_backup_config
+from configs.monitoring import BACKUP_METRICS_PORT
+from configs.render import render_pgbackrest
+from configs.topology import Topology
+
+POSTGRES_UID = "999"
+IMAGE_SOURCES = (
+    "backup/requirements.txt",
+    "backup/__init__.py",
+    "backup/config.py",
+    "backup/tools.py",
+    "backup/jobs.py",
+    "backup/service.py",
+    "backup/cli.py",
+)
+CONFIG_DIR = "/etc/stories/backup"
+
+
+def backup_capable_postgres(settings: Settings, parent: pulumi.Resource) -> tuple[pulumi.Output[str], str]:
+    """The pinned Postgres image with pgBackRest, restic and the backup command line added."""
+    return build_local(
+        "postgres-backup",
+        "stories-postgres",
+        "backup/Dockerfile",
+        IMAGE_SOURCES,
+        parent,
+        build_args={"POSTGRES_IMAGE": settings.images.postgres},
+    )
+
+
+def repository_env(
+    settings: Settings, credentials: Credentials, bucket: BackupBucket | None, restic: bool
+) -> dict[str, pulumi.Input[str]]:
+    """Secrets and the bucket's name, for pgBackRest (and restic): they never go into a config file."""
+    env: dict[str, pulumi.Input[str]] = {"PGBACKREST_REPO1_CIPHER_PASS": credentials.pgbackrest_cipher.value}
+    if restic:
+        env["RESTIC_PASSWORD"] = credentials.restic_password.value
+        env["STORIES_REDIS_BACKUP_PASSWORD"] = credentials.redis_backup.value
+    if bucket is None:
+        return env
+    env["PGBACKREST_REPO1_S3_BUCKET"] = bucket.bucket.bucket
+    if restic:
+        env["STORIES_BACKUP_BUCKET"] = bucket.bucket.bucket
+    if bucket.access_key_id is not None and bucket.secret_access_key is not None:
+        env["PGBACKREST_REPO1_S3_KEY"] = bucket.access_key_id
+        env["PGBACKREST_REPO1_S3_KEY_SECRET"] = bucket.secret_access_key
+        if restic:
+            env["AWS_ACCESS_KEY_ID"] = bucket.access_key_id
+            env["AWS_SECRET_ACCESS_KEY"] = bucket.secret_access_key
+    else:  # writer role: the host's own AWS credentials (instance profile)
+        env["PGBACKREST_REPO1_S3_KEY_TYPE"] = "auto"
+    return env
+
+
+def pgbackrest_upload(settings: Settings, topo: Topology) -> UploadDir:
+    conf = render_pgbackrest(settings, topo)["pgbackrest.conf"]
+    return UploadDir(topo.pgbackrest_config_dir, [Upload("pgbackrest.conf", conf)])
+
+
+class BackupService(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        stack: str,
+        settings: Settings,
+        topo: Topology,
+        image: tuple[pulumi.Output[str], str],
+        networks: Networks,
+        credentials: Credentials,
+        bucket: BackupBucket | None,
+        shared: Mapping[str, Mount],
+        work_volume: docker.Volume,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("stories:platform:BackupService", name, None, opts)
+        sources = dict(topo.backup_sources)
+        mounts: Sequence[Mount] = [
+            Mount(topo.backup_work_dir, volume=work_volume),
+            Mount(
+                shared["postgres-data"].target,
+                volume=shared["postgres-data"].volume,
+                host_path=shared["postgres-data"].host_path,
+                read_only=True,
+            ),
+            Mount(topo.postgres_socket_dir, volume=shared["postgres-run"].volume),
+            *(
+                Mount(sources[name], volume=shared[name].volume, read_only=True)
+                for name in ("uploads", "books", "certificates")
+            ),
+            Mount(topo.backup_redis_dir, volume=shared["redis-data"].volume, read_only=True),
+        ]
+        config = render_backup_config(settings, topo, stack)
+        metrics = f"http://127.0.0.1:{BACKUP_METRICS_PORT}/metrics"
+        HardenedContainer(
+            "backup",
+            stack,
+            ServiceSpec(
+                service="backup",
+                image=image[0],
+                image_ref=image[1],
+                resources=settings.backup.resources,
+                networks=[Attachment(networks.monitoring, ["backup"]), Attachment(networks.backend, ["backup"])],
+                entrypoint=["stories-backup"],
+                command=["--config", f"{CONFIG_DIR}/backup.json", "service"],
+                env=repository_env(settings, credentials, bucket, restic=True),
+                user=f"{POSTGRES_UID}:{POSTGRES_UID}",
+                upload_dirs=[UploadDir(CONFIG_DIR, [Upload("backup.json", config)]), pgbackrest_upload(settings, topo)],
+                mounts=mounts,
+                tmpfs={"/tmp": "rw,noexec,nosuid,size=256m"},
+                healthcheck=Healthcheck(
+                    [
+                        "/opt/stories-backup/bin/python",
+                        "-c",
+                        f"import urllib.request; urllib.request.urlopen({metrics!r}, timeout=3)",
+                    ],
+                    start_period="5m",
+                ),
+                stop_timeout_seconds=120,
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({})

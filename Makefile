@@ -7,7 +7,7 @@ STACK ?= dev
 FORMAT ?= table
 OUT ?=
 
-.PHONY: plan plan-diff schedule test unit integration lint typecheck bench up preview clean
+.PHONY: plan plan-diff schedule backup verify-backup restore restore-drill bench-restore test unit integration lint typecheck bench up preview clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,36 @@ test: lint typecheck $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	PYTHONPATH=. $(PY) -m tools.bench
+
+# Operator commands against a deployed stack's backup container (the docker CLI, with access to the
+# stack's Docker host). See README "Backups and restores".
+DOCKER_OF_STACK = docker -H "$$(PYTHONPATH=. $(PY) -m tools.stack_value --stack $(STACK) host.dockerHost)"
+STORIES_BACKUP = $(DOCKER_OF_STACK) exec $(STACK)-backup stories-backup
+
+backup: $(VENV)/.installed
+	$(STORIES_BACKUP) backup all --type $(or $(TYPE),incr)
+
+verify-backup: $(VENV)/.installed
+	$(STORIES_BACKUP) verify
+
+restore-drill: $(VENV)/.installed
+	$(STORIES_BACKUP) drill $(if $(TARGET_TIME),--target-time "$(TARGET_TIME)")
+
+# Without LIVE=1: into a fresh directory of the backup volume; the running database is not touched.
+# With LIVE=1: stops PgBouncer and Postgres, restores over the data, starts them; asks for the stack's name.
+restore: $(VENV)/.installed
+ifeq ($(LIVE),1)
+	@read -p "Overwrite the $(STACK) database with the backup$(if $(TARGET_TIME), at $(TARGET_TIME))? Type the stack name: " answer; \
+	  test "$$answer" = "$(STACK)" || { echo "not confirmed; nothing changed" >&2; exit 1; }
+	$(DOCKER_OF_STACK) stop $(STACK)-pgbouncer $(STACK)-postgres
+	$(STORIES_BACKUP) restore --live --confirm $(STACK) $(if $(TARGET_TIME),--target-time "$(TARGET_TIME)")
+	$(DOCKER_OF_STACK) start $(STACK)-postgres $(STACK)-pgbouncer
+else
+	$(STORIES_BACKUP) restore --into /var/lib/stories-backup/restore-$$(date -u +%Y%m%dT%H%M%SZ) $(if $(TARGET_TIME),--target-time "$(TARGET_TIME)")
+endif
+
+bench-restore: $(VENV)/.installed
+	PYTHONPATH=. $(PY) -m tools.bench_restore
 
 # The real Pulumi CLI (not available on CI): see README "Deploying with pulumi up".
 preview:

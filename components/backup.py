@@ -98,12 +98,8 @@ class BackupService(pulumi.ComponentResource):
         sources = dict(topo.backup_sources)
         mounts: Sequence[Mount] = [
             Mount(topo.backup_work_dir, volume=work_volume),
-            Mount(
-                shared["postgres-data"].target,
-                volume=shared["postgres-data"].volume,
-                host_path=shared["postgres-data"].host_path,
-                read_only=True,
-            ),
+            # Read-write: `stories-backup restore --live` writes here, with Postgres stopped.
+            shared["postgres-data"],
             Mount(topo.postgres_socket_dir, volume=shared["postgres-run"].volume),
             *(
                 Mount(sources[name], volume=shared[name].volume, read_only=True)

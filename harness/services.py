@@ -352,7 +352,7 @@ class BackupCli:
     PACKAGES = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection",
                 "prometheus_client")  # fmt: skip
 
-    def __init__(self, env: Environment, stack: str) -> None:
+    def __init__(self, env: Environment, stack: str, settings: Settings | None = None) -> None:
         from configs.backup import render_backup_config
 
         self.env = env
@@ -371,7 +371,8 @@ class BackupCli:
                 )
             else:
                 copy(source, self.runtime / source.name, 0o644)
-        self.config = write(env.base / "backup" / "backup.json", render_backup_config(env.settings, env.topo, stack))
+        rendered = render_backup_config(settings or env.settings, env.topo, stack)
+        self.config = write(env.base / "backup" / "backup.json", rendered)
         for _name, directory in env.topo.backup_sources:
             Path(directory).mkdir(parents=True, exist_ok=True)
         self.user.own(self.runtime, self.config.parent, Path(env.topo.backup_work_dir))

@@ -51,7 +51,10 @@ def switch_and_wait_for_archive(postgres: Postgres) -> None:
 
 @pytest.fixture(scope="module")
 def cli(environment: Environment, s3: services.S3, postgres: Postgres, redis_server: Redis) -> BackupCli:
-    cli = BackupCli(environment, STACK)
+    # verify reads every restic pack here (the stack reads a sample each day), so one flipped byte is found.
+    backup = environment.settings.backup
+    thorough = backup.model_copy(update={"files": backup.files.model_copy(update={"verify_read_data_percent": 100})})
+    cli = BackupCli(environment, STACK, environment.settings.model_copy(update={"backup": thorough}))
     ok(cli("init"))
     return cli
 

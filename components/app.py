@@ -10,9 +10,8 @@ import pulumi
 import pulumi_docker as docker
 
 from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec
-from components.credentials import Credentials
+from components.context import StackContext
 from components.images_resource import pull
-from components.network import Networks
 from components.settings import AppBuild, Settings
 from components.tuning import created_app_replicas
 from configs import healthchecks
@@ -61,15 +60,12 @@ class App(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        stack: str,
-        settings: Settings,
-        topo: Topology,
-        networks: Networks,
-        credentials: Credentials,
+        ctx: StackContext,
         secret_env: Mapping[str, pulumi.Output[str]],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:App", name, None, opts)
+        stack, settings, topo, networks, credentials = ctx.stack, ctx.settings, ctx.topo, ctx.networks, ctx.credentials
         app = settings.app
         if app.build is not None:
             image, image_ref = _build(app.build, self), app.build.image_name

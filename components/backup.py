@@ -16,9 +16,9 @@ import pulumi_docker as docker
 
 from components.backup_bucket import BackupBucket
 from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec, Upload, UploadDir
+from components.context import StackContext
 from components.credentials import Credentials
 from components.images_resource import build_local
-from components.network import Networks
 from components.settings import Settings
 from configs.backup import render_backup_config
 from configs.monitoring import BACKUP_METRICS_PORT
@@ -83,18 +83,15 @@ class BackupService(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        stack: str,
-        settings: Settings,
-        topo: Topology,
+        ctx: StackContext,
         image: tuple[pulumi.Output[str], str],
-        networks: Networks,
-        credentials: Credentials,
         bucket: BackupBucket | None,
         shared: Mapping[str, Mount],
         work_volume: docker.Volume,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:BackupService", name, None, opts)
+        stack, settings, topo, networks, credentials = ctx.stack, ctx.settings, ctx.topo, ctx.networks, ctx.credentials
         sources = dict(topo.backup_sources)
         mounts: Sequence[Mount] = [
             Mount(topo.backup_work_dir, volume=work_volume),

@@ -6,13 +6,10 @@ import pulumi
 import pulumi_docker as docker
 
 from components.container import Attachment, HardenedContainer, Healthcheck, ServiceSpec, Upload, UploadDir, data_mount
-from components.credentials import Credentials
+from components.context import StackContext
 from components.images_resource import pull
-from components.network import Networks
-from components.settings import Settings
 from configs import healthchecks
-from configs.render import ServerVersions, render_redis, render_redis_acl
-from configs.topology import Topology
+from configs.render import render_redis, render_redis_acl
 
 REDIS_UID = "999"
 
@@ -23,15 +20,18 @@ class Cache(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        stack: str,
-        settings: Settings,
-        topo: Topology,
-        versions: ServerVersions,
-        networks: Networks,
-        credentials: Credentials,
+        ctx: StackContext,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Cache", name, None, opts)
+        stack, settings, topo, versions, networks, credentials = (
+            ctx.stack,
+            ctx.settings,
+            ctx.topo,
+            ctx.versions,
+            ctx.networks,
+            ctx.credentials,
+        )
         users = {
             "app": credentials.redis_app,
             "exporter": credentials.redis_exporter,

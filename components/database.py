@@ -18,12 +18,9 @@ from components.container import (
     UploadDir,
     data_mount,
 )
-from components.credentials import Credentials
-from components.network import Networks
-from components.settings import Settings
+from components.context import StackContext
 from configs import healthchecks
-from configs.render import ServerVersions, render_postgres
-from configs.topology import Topology
+from configs.render import render_postgres
 
 POSTGRES_UID = "999"
 DATA_DIR = "/var/lib/postgresql/data"
@@ -36,18 +33,21 @@ class Database(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        stack: str,
-        settings: Settings,
-        topo: Topology,
-        versions: ServerVersions,
-        networks: Networks,
-        credentials: Credentials,
+        ctx: StackContext,
         image: tuple[pulumi.Output[str], str],
         bucket: BackupBucket | None,
         backup_work: docker.Volume,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Database", name, None, opts)
+        stack, settings, topo, versions, networks, credentials = (
+            ctx.stack,
+            ctx.settings,
+            ctx.topo,
+            ctx.versions,
+            ctx.networks,
+            ctx.credentials,
+        )
         files = render_postgres(settings, topo, versions)
         database_tls = credentials.database_tls
         self.data = data_mount(

@@ -20,12 +20,12 @@ from components.container import (
     UploadDir,
     data_mount,
 )
+from components.context import StackContext
 from components.credentials import Credentials
 from components.images_resource import pull
-from components.network import Networks
-from components.settings import Resources, Settings
+from components.settings import Resources
 from configs import healthchecks, monitoring
-from configs.topology import NGINX_STATUS_PORT, ROLES, Topology
+from configs.topology import NGINX_STATUS_PORT, ROLES
 
 NOBODY = "65534"
 GRAFANA_UID = "472"
@@ -37,16 +37,13 @@ class Monitoring(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        stack: str,
-        settings: Settings,
-        topo: Topology,
+        ctx: StackContext,
         files: Mapping[str, Mapping[str, str]],
-        networks: Networks,
-        credentials: Credentials,
         receiver_secrets: pulumi.Output[Mapping[str, str]],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Monitoring", name, None, opts)
+        stack, settings, topo, networks, credentials = ctx.stack, ctx.settings, ctx.topo, ctx.networks, ctx.credentials
         self._stack = stack
         self._settings = settings
         self._networks = networks

@@ -14,6 +14,7 @@ from components.backup import BackupService, backup_capable_postgres
 from components.backup_bucket import BackupBucket
 from components.cache import Cache
 from components.container import Mount
+from components.context import StackContext
 from components.credentials import Credentials
 from components.database import Database
 from components.monitoring import Monitoring
@@ -49,64 +50,29 @@ class Platform(pulumi.ComponentResource):
             ssh_opts=settings.host.ssh_opts or None,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        on_docker = pulumi.ResourceOptions(parent=self, providers=[docker_provider])
+
+        def on_docker(*after: pulumi.Resource, retain_on_delete: bool | None = None) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(
+                parent=self, providers=[docker_provider], depends_on=list(after), retain_on_delete=retain_on_delete
+            )
+
         credentials = Credentials("credentials", pulumi.ResourceOptions(parent=self))
-        networks = Networks("networks", stack, settings.networks, settings.scaling.enabled, on_docker)
+        networks = Networks("networks", stack, settings.networks, settings.scaling.enabled, on_docker())
+        ctx = StackContext(stack, settings, topo, versions, networks, credentials)
         self.outputs: dict[str, pulumi.Input[object]] = {}
         bucket = self._bucket(stack, settings) if settings.backup.s3.enabled else None
         postgres_image = backup_capable_postgres(settings, self)
         backup_work = docker.Volume(
             "backup-work",
             name=f"{stack}-backup-work",
-            opts=pulumi.ResourceOptions(
-                parent=self, providers=[docker_provider], retain_on_delete=settings.host.retain_data_volumes
-            ),
+            opts=on_docker(retain_on_delete=settings.host.retain_data_volumes),
         )
-        database = Database(
-            "database",
-            stack,
-            settings,
-            topo,
-            versions,
-            networks,
-            credentials,
-            postgres_image,
-            bucket,
-            backup_work,
-            on_docker,
-        )
-        pooler = Pooler(
-            "pooler",
-            stack,
-            settings,
-            topo,
-            versions,
-            networks,
-            credentials,
-            pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[database]),
-        )
-        cache = Cache("cache", stack, settings, topo, versions, networks, credentials, on_docker)
+        database = Database("database", ctx, postgres_image, bucket, backup_work, on_docker())
+        pooler = Pooler("pooler", ctx, on_docker(database))
+        cache = Cache("cache", ctx, on_docker())
         secret_env = {name: secrets.apply(functools.partial(_value_of, name)) for name in settings.app.secret_env}
-        app = App(
-            "app",
-            stack,
-            settings,
-            topo,
-            networks,
-            credentials,
-            secret_env,
-            pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[pooler, cache]),
-        )
-        proxy = Proxy(
-            "proxy",
-            stack,
-            settings,
-            topo,
-            versions,
-            networks,
-            app.books_volume,
-            pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[app]),
-        )
+        app = App("app", ctx, secret_env, on_docker(pooler, cache))
+        proxy = Proxy("proxy", ctx, app.books_volume, on_docker(app))
         shared = {
             "postgres-data": database.data,
             "postgres-run": database.socket,
@@ -115,29 +81,11 @@ class Platform(pulumi.ComponentResource):
             "books": Mount(settings.app.books_path, volume=app.books_volume),
             "certificates": proxy.letsencrypt,
         }
-        BackupService(
-            "backup",
-            stack,
-            settings,
-            topo,
-            postgres_image,
-            networks,
-            credentials,
-            bucket,
-            shared,
-            backup_work,
-            pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[database, cache]),
-        )
+        BackupService("backup", ctx, postgres_image, bucket, shared, backup_work, on_docker(database, cache))
         if settings.monitoring.enabled:
-            Monitoring("monitoring", stack, settings, topo, files, networks, credentials, secrets, on_docker)
+            Monitoring("monitoring", ctx, files, secrets, on_docker())
         if settings.scaling.enabled:
-            AppScaler(
-                "scaler",
-                stack,
-                settings,
-                networks,
-                pulumi.ResourceOptions(parent=self, providers=[docker_provider], depends_on=[app]),
-            )
+            AppScaler("scaler", ctx, on_docker(app))
         self.outputs.update(
             {
                 "url": settings.public_url,

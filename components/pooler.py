@@ -7,13 +7,11 @@ import pulumi
 import pulumi_docker as docker
 
 from components.container import Attachment, HardenedContainer, Healthcheck, ServiceSpec, Upload, UploadDir
-from components.credentials import Credentials
+from components.context import StackContext
 from components.images_resource import pull
-from components.network import Networks
-from components.settings import Settings
 from configs import healthchecks
-from configs.render import ServerVersions, render_pgbouncer, render_pgbouncer_userlist
-from configs.topology import ROLES, Topology
+from configs.render import render_pgbouncer, render_pgbouncer_userlist
+from configs.topology import ROLES
 
 PGBOUNCER_UID = "70"
 
@@ -24,15 +22,18 @@ class Pooler(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        stack: str,
-        settings: Settings,
-        topo: Topology,
-        versions: ServerVersions,
-        networks: Networks,
-        credentials: Credentials,
+        ctx: StackContext,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Pooler", name, None, opts)
+        stack, settings, topo, versions, networks, credentials = (
+            ctx.stack,
+            ctx.settings,
+            ctx.topo,
+            ctx.versions,
+            ctx.networks,
+            ctx.credentials,
+        )
         config_dir = topo.pgbouncer_config_dir
         userlist = pulumi.Output.all(
             credentials.pgbouncer_admin.scram_verifier, credentials.pgbouncer_stats.scram_verifier

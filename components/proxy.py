@@ -8,11 +8,12 @@ import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components.container import Attachment, HardenedContainer, Healthcheck, Mount, Port, ServiceSpec, Upload, UploadDir
+from components.context import StackContext
 from components.images_resource import pull
 from components.network import Networks
 from components.settings import Settings
 from configs import healthchecks
-from configs.render import ServerVersions, render_nginx
+from configs.render import render_nginx
 from configs.topology import Topology
 
 NGINX_UID = "101"
@@ -44,15 +45,12 @@ class Proxy(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        stack: str,
-        settings: Settings,
-        topo: Topology,
-        versions: ServerVersions,
-        networks: Networks,
+        ctx: StackContext,
         books_volume: docker.Volume,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Proxy", name, None, opts)
+        stack, settings, topo, versions, networks = ctx.stack, ctx.settings, ctx.topo, ctx.versions, ctx.networks
         child = pulumi.ResourceOptions(parent=self)
         key = tls.PrivateKey("fallback-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         fallback = tls.SelfSignedCert(

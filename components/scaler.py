@@ -8,9 +8,8 @@ from __future__ import annotations
 import pulumi
 
 from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec, Upload, UploadDir
+from components.context import StackContext
 from components.images_resource import build_local, pull
-from components.network import Networks
-from components.settings import Settings
 from configs.monitoring import SCALER_METRICS_PORT
 from configs.scaler import render_scaler_config
 
@@ -43,10 +42,9 @@ def proxy_command() -> list[str]:
 
 
 class AppScaler(pulumi.ComponentResource):
-    def __init__(
-        self, name: str, stack: str, settings: Settings, networks: Networks, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, ctx: StackContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stories:platform:AppScaler", name, None, opts)
+        stack, settings, networks = ctx.stack, ctx.settings, ctx.networks
         resources = settings.scaling.resources
         proxy = HardenedContainer(
             "socket-proxy",

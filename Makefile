@@ -35,7 +35,7 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy .
 
 unit: $(VENV)/.installed
-	PYTHONPATH=. $(PY) -m pytest -m "not integration" -q
+	PYTHONPATH=. $(PY) -m pytest -m "not integration and not e2e" -q
 
 integration: $(VENV)/.installed
 	PYTHONPATH=. $(PY) -m pytest -m integration -q

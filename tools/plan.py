@@ -310,12 +310,29 @@ def write_config_files(stack: str, out: Path) -> list[Path]:
     return written
 
 
+def _plan_for_tools(stack: str, out: Path | None) -> dict[str, Any]:
+    """One stack's plan for another tool; a missing stack file or bad config is data, not an exit."""
+    if not (ROOT / f"Pulumi.{stack}.yaml").exists():
+        return {"stack": stack, "missing": True}
+    try:
+        document = run_plan(stack).as_json()
+    except ConfigError as error:
+        return {"stack": stack, "error": str(error)}
+    if out:
+        write_config_files(stack, out / stack)
+    return document
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make plan", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", default="dev")
     parser.add_argument("--format", default="table")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--stacks", help="plan several stacks in one run (JSON for tools: make plan-diff)")
     args = parser.parse_args(argv)
+    if args.stacks:
+        print(json.dumps({"plans": [_plan_for_tools(stack, args.out) for stack in args.stacks.split(",")]}))
+        return 0
     if args.format not in ("table", "json"):
         print(f"FORMAT = {args.format!r}: must be table or json", file=sys.stderr)
         return 2

@@ -53,21 +53,51 @@ def resource_key(resource: dict[str, Any]) -> str:
     return f"{resource['type']} {parent}{resource['name']}"
 
 
+def _run_plan(tree: Path, python: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [python, "-m", "tools.plan", "--format", "json", *arguments],
+        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def _files(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+
+
+def _stack_plan(document: dict[str, Any], files: dict[str, str]) -> StackPlan:
+    if document.get("missing"):
+        return StackPlan({}, {})
+    if "error" in document:
+        return StackPlan({}, {}, error=str(document["error"]))
+    return StackPlan({resource_key(r): r["inputs"] for r in document["resources"]}, files)
+
+
 def plan_at(tree: Path, stack: str, python: str) -> StackPlan:
-    """Run `tools.plan` of the tree (its own code and config) for a stack."""
+    """Run `tools.plan` of the tree (its own code and config) for one stack."""
     if not (tree / "tools" / "plan.py").exists() or not (tree / f"Pulumi.{stack}.yaml").exists():
         return StackPlan({}, {})
     with tempfile.TemporaryDirectory() as out:
-        result = subprocess.run(
-            [python, "-m", "tools.plan", "--stack", stack, "--format", "json", "--out", out],
-            cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+        result = _run_plan(tree, python, "--stack", stack, "--out", out)
         if result.returncode != 0:
             return StackPlan({}, {}, error=result.stderr.strip() or result.stdout.strip())
-        document = json.loads(result.stdout)
-        files = {str(p.relative_to(out)): p.read_text() for p in Path(out).rglob("*") if p.is_file()}
-    return StackPlan({resource_key(r): r["inputs"] for r in document["resources"]}, files)
+        return _stack_plan(json.loads(result.stdout), _files(Path(out)))
+
+
+def plan_tree(tree: Path, stacks: list[str], python: str) -> dict[str, StackPlan]:
+    """Every stack of a tree in one process; a tree whose plan tool predates `--stacks` is planned
+    stack by stack."""
+    if not (tree / "tools" / "plan.py").exists():
+        return {stack: StackPlan({}, {}) for stack in stacks}
+    with tempfile.TemporaryDirectory() as out:
+        result = _run_plan(tree, python, "--stacks", ",".join(stacks), "--out", out)
+        if result.returncode != 0 and "--stacks" in result.stderr:
+            return {stack: plan_at(tree, stack, python) for stack in stacks}
+        if result.returncode != 0:
+            error = result.stderr.strip() or result.stdout.strip()
+            return {stack: StackPlan({}, {}, error=error) for stack in stacks}
+        documents = {document["stack"]: document for document in json.loads(result.stdout)["plans"]}
+        return {stack: _stack_plan(documents[stack], _files(Path(out) / stack)) for stack in stacks}
 
 
 def flatten(value: Any, path: str = "") -> dict[str, Any]:
@@ -151,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as base_dir:
         base_tree(args.base, Path(base_dir))
         with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [(stack, pool.submit(plan_at, Path(base_dir), stack, sys.executable),
-                        pool.submit(plan_at, ROOT, stack, sys.executable)) for stack in stacks]  # fmt: skip
-            diffs = [compare(stack, base.result(), head.result()) for stack, base, head in futures]
+            base = pool.submit(plan_tree, Path(base_dir), stacks, sys.executable)
+            head = pool.submit(plan_tree, ROOT, stacks, sys.executable)
+            diffs = [compare(stack, base.result()[stack], head.result()[stack]) for stack in stacks]
     print(markdown(diffs, args.base))
     return 0
 

@@ -12,6 +12,7 @@ import pytest
 from tools.plan_diff import StackPlan, compare, flatten, markdown
 
 ROOT = Path(__file__).resolve().parents[2]
+E2E = pytest.mark.e2e
 
 
 def git(repo: Path, *args: str) -> str:
@@ -43,12 +44,14 @@ def plan_diff(repo: Path, base: str = "main") -> str:
     return result.stdout
 
 
+@E2E
 def test_no_change_is_no_changes_for_every_stack(repo: Path) -> None:
     summary = plan_diff(repo)
     for stack in ("dev", "staging", "prod"):
         assert f"### {stack}: no changes" in summary
 
 
+@E2E
 def test_one_value_names_the_resource_the_input_and_the_file_lines(repo: Path) -> None:
     stack_file = repo / "Pulumi.prod.yaml"
     original = stack_file.read_text()
@@ -69,6 +72,7 @@ def test_one_value_names_the_resource_the_input_and_the_file_lines(repo: Path) -
     assert "\n-max_connections = 40\n" in prod and "\n+max_connections = 44\n" in prod  # Postgres follows the pool
 
 
+@E2E
 def test_bad_base_ref_is_one_clear_message(repo: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "tools.plan_diff", "--base", "no-such-ref"], cwd=repo,
                             env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
@@ -90,3 +94,20 @@ def test_secrets_never_show_and_resources_added_or_removed() -> None:
 def test_keyed_lists_compare_by_key() -> None:
     flat = flatten({"uploads": [{"file": "/etc/a", "content": "x"}], "cmd": ["a", "b"]})
     assert flat == {"uploads[/etc/a].file": "/etc/a", "uploads[/etc/a].content": "x", "cmd[0]": "a", "cmd[1]": "b"}
+
+
+@E2E
+def test_a_base_whose_plan_tool_predates_stacks_is_planned_stack_by_stack(tmp_path: Path, repo: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(repo, old)
+    plan_tool = old / "tools" / "plan.py"
+    source = plan_tool.read_text()
+    option = '    parser.add_argument("--stacks", help="plan several stacks in one run (JSON for tools: make plan-diff)")\n'
+    assert option in source
+    plan_tool.write_text(source.replace(option, "").replace("    if args.stacks:", "    if False:"))
+    git(old, "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qam", "older plan tool")
+    git(old, "tag", "older")
+    plan_tool.write_text(source)  # the working tree has today's tool
+    summary = plan_diff(old, base="older")
+    for stack in ("dev", "staging", "prod"):
+        assert f"### {stack}: no changes" in summary

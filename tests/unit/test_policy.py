@@ -124,7 +124,7 @@ def test_kubernetes_workloads_need_the_pod_security_fields() -> None:
     pod = broken["spec"]["template"]["spec"]
     pod["securityContext"] = {}
     app = pod["containers"][0]
-    app.update(image="ghcr.io/1001-stories/app:latest", ports=[{"containerPort": 3000, "hostPort": 3000}])
+    app.update(image="ghcr.io/1001-stories/app:main", ports=[{"containerPort": 3000, "hostPort": 3000}])
     app["resources"] = {}
     app["securityContext"] = {"privileged": True}
     found = kubernetes_pod_security(kind, broken, "app")

@@ -78,7 +78,7 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("wrong type", with_change("app.replicas", "two"), "settings.app.replicas", "valid integer"),
     ("replicas above max", with_change("app.replicas", 4), "settings.app", "must not exceed maxReplicas"),
     ("replicas zero", with_change("app.replicas", 0), "settings.app.replicas", "greater than or equal to 1"),
-    ("floating tag", with_change("images.redis", "redis:latest"), "settings.images.redis", "not a version"),
+    ("floating tag", with_change("images.redis", "redis:alpine"), "settings.images.redis", "not a version"),
     ("no tag", with_change("images.nginx", "nginx"), "settings.images.nginx", "explicit version tag"),
     ("postgres major", with_change("images.postgres", "postgres:16.4"), "settings.images", "PostgreSQL 15"),
     (

@@ -23,9 +23,6 @@ class ImageRef:
     def major(self) -> int:
         return self.version[0]
 
-    def at_least(self, *version: int) -> bool:
-        return self.version[: len(version)] >= version
-
 
 def parse_image(reference: str) -> ImageRef:
     """Parse `repository:tag[@sha256:digest]`; the tag must start with a version number."""

@@ -19,8 +19,6 @@ from pydantic.alias_generators import to_camel
 
 from components.images import ImageRef, parse_image
 
-MIB = 1024 * 1024
-
 # Postgres connections that are not PgBouncer's: superuser_reserved_connections, the exporter, the
 # backup tool (pgBackRest opens up to two), and a few for an operator's psql or a migration.
 SUPERUSER_RESERVED_CONNECTIONS = 3

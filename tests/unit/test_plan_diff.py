@@ -102,7 +102,9 @@ def test_a_base_whose_plan_tool_predates_stacks_is_planned_stack_by_stack(tmp_pa
     shutil.copytree(repo, old)
     plan_tool = old / "tools" / "plan.py"
     source = plan_tool.read_text()
-    option = '    parser.add_argument("--stacks", help="plan several stacks in one run (JSON for tools: make plan-diff)")\n'
+    option = (
+        '    parser.add_argument("--stacks", help="plan several stacks in one run (JSON for tools: make plan-diff)")\n'
+    )
     assert option in source
     plan_tool.write_text(source.replace(option, "").replace("    if args.stacks:", "    if False:"))
     git(old, "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qam", "older plan tool")

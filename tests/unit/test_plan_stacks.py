@@ -310,3 +310,22 @@ def test_backups_are_wired_to_the_repositories(stack_plan: Plan) -> None:
         assert env["PGBACKREST_REPO1_S3_KEY_SECRET"] == SECRET and env["AWS_SECRET_ACCESS_KEY"] == SECRET
     assert stack_plan.outputs["backupCipherPassphrase"] == SECRET
     assert stack_plan.outputs["backupResticPassword"] == SECRET
+
+
+def test_the_entry_point_turns_bad_config_into_one_run_error() -> None:
+    """`pulumi up` with a bad stack file: a RunError (printed without a traceback) naming key, value and rule."""
+    import runpy
+    from pathlib import Path
+
+    import pulumi
+
+    config, _ = stack_config("dev")
+    settings = json.loads(config["1001-stories:settings"])
+    settings["redis"] = {"maxmemoryMb": 1024}
+    pulumi.runtime.set_all_config({**config, "1001-stories:settings": json.dumps(settings)}, [])
+    pulumi.runtime.set_mocks(plan_module.PlanMocks(), project="1001-stories", stack="dev", preview=True)
+    entry = Path(__file__).resolve().parents[2] / "__main__.py"
+    with pytest.raises(pulumi.RunError) as raised:
+        runpy.run_path(str(entry), run_name="__main__")
+    assert "settings.redis.resources.memoryMb = 512: must be at least 2048" in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import shutil
 import subprocess
 import tempfile
@@ -317,7 +318,8 @@ def start_s3(env: Environment) -> S3:
     import boto3
 
     backend = free_port()
-    moto = Server("s3", [which("moto_server"), "-H", "127.0.0.1", "-p", str(backend)], service_user("root"),
+    moto_server = str(Path(sys.executable).parent / "moto_server")  # installed with requirements-dev.txt
+    moto = Server("s3", [moto_server, "-H", "127.0.0.1", "-p", str(backend)], service_user("root"),
                   env.base / "s3.log").start()  # fmt: skip
     moto.wait_for_port(backend, timeout=30)
     run = env.base / "s3-tls"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pulumi
 import pulumi_docker as docker
 
-from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec
+from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec, Upload, UploadDir
 from components.context import StackContext
 from components.images_resource import pull
 from components.settings import AppBuild, Settings
@@ -20,14 +20,18 @@ from configs.topology import Topology, app_hostname
 APP_UID = "1001"
 
 
+APP_CONFIG_DIR = "/etc/stories/app"
+
+
 def database_url(settings: Settings, topo: Topology, password: str) -> str:
     """Prisma through PgBouncer: `pgbouncer=true` disables prepared statements for transaction mode;
-    each replica's pool leaves room in PgBouncer's client limit for the others and for exporters."""
+    each replica's pool leaves room in PgBouncer's client limit for the others and for exporters;
+    TLS to PgBouncer, whose certificate Prisma checks against the stack's CA (`sslcert`)."""
     db = settings.database
     limit = max(1, settings.pgbouncer.max_client_conn // (settings.app.max_replicas + 1))
     return (
         f"postgresql://{db.user}:{quote(password, safe='')}@{topo.pgbouncer_host}:{topo.pgbouncer_port}/{db.name}"
-        f"?pgbouncer=true&connection_limit={limit}"
+        f"?pgbouncer=true&connection_limit={limit}&sslmode=require&sslcert={APP_CONFIG_DIR}/database-ca.crt"
     )
 
 
@@ -107,6 +111,9 @@ class App(pulumi.ComponentResource):
                     ],
                     env=env,
                     user=f"{APP_UID}:{APP_UID}",
+                    upload_dirs=[
+                        UploadDir(APP_CONFIG_DIR, [Upload("database-ca.crt", credentials.database_tls.ca_cert_pem)])
+                    ],
                     mounts=shared,
                     tmpfs={
                         "/tmp": "rw,noexec,nosuid,size=256m",

@@ -78,8 +78,8 @@ def _key(name: str, parent: pulumi.Resource) -> tls.PrivateKey:
 
 
 class DatabaseTls(pulumi.ComponentResource):
-    """A private CA for the data network: Postgres's server certificate, and the client certificate
-    with which PgBouncer's lookup role proves itself (so that role needs no password anywhere)."""
+    """A private CA for database traffic: Postgres's and PgBouncer's server certificates, and the client
+    certificate with which PgBouncer's lookup role proves itself (so that role needs no password anywhere)."""
 
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stories:platform:DatabaseTls", name, None, opts)
@@ -99,6 +99,9 @@ class DatabaseTls(pulumi.ComponentResource):
         )
         self.client_key_pem, self.client_cert_pem = self._issue(
             "pgbouncer-client", ca_key, ca, common_name="pgbouncer_auth", dns_names=[], uses=["client_auth"]
+        )
+        self.pgbouncer_key_pem, self.pgbouncer_cert_pem = self._issue(
+            "pgbouncer-server", ca_key, ca, common_name="pgbouncer", dns_names=["pgbouncer"], uses=["server_auth"]
         )
         self.register_outputs({"caCertPem": self.ca_cert_pem})
 

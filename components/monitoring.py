@@ -136,7 +136,7 @@ class Monitoring(pulumi.ComponentResource):
             topo.pgbouncer_host,
             ":",
             str(topo.pgbouncer_port),
-            "/pgbouncer?sslmode=disable",
+            f"/pgbouncer?sslmode=verify-full&sslrootcert={CONFIG_ROOT}/pgbouncer-exporter/ca.crt",
         )
         self._run(
             "pgbouncer-exporter",
@@ -144,6 +144,7 @@ class Monitoring(pulumi.ComponentResource):
             9127,
             extra_network=networks.data,
             command=[pulumi.Output.secret(pulumi.Output.concat("--pgBouncer.connectionString=", stats_dsn))],
+            uploads=[Upload("ca.crt", database_tls.ca_cert_pem)],
             health_path="/metrics",
         )
         self._run(

@@ -72,6 +72,8 @@ class Pooler(pulumi.ComponentResource):
                         Upload("ca.crt", database_tls.ca_cert_pem),
                         Upload("client.crt", database_tls.client_cert_pem),
                         Upload("client.key", database_tls.client_key_pem, secret=True),
+                        Upload("server.crt", database_tls.pgbouncer_cert_pem),
+                        Upload("server.key", database_tls.pgbouncer_key_pem, secret=True),
                     ],
                     owner=PGBOUNCER_UID,
                 )

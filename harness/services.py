@@ -183,9 +183,13 @@ class PgBouncer:
     def stop(self) -> None:
         self.server.stop(2)  # SIGINT, the stop signal the container uses
 
-    def dsn(self, user: str, password: str, dbname: str | None = None) -> str:
+    def dsn(self, user: str, password: str, dbname: str | None = None, sslmode: str = "verify-full") -> str:
+        """As the app connects: TLS, PgBouncer's certificate checked against the stack's CA."""
         db = dbname or self.env.settings.database.name
-        return f"host=127.0.0.1 port={self.env.topo.pgbouncer_port} user={user} password={password} dbname={db}"
+        return (
+            f"host=127.0.0.1 port={self.env.topo.pgbouncer_port} user={user} password={password} dbname={db} "
+            f"sslmode={sslmode} sslrootcert={self.env.certs['ca.crt']}"
+        )
 
 
 def start_pgbouncer(env: Environment) -> PgBouncer:
@@ -199,7 +203,8 @@ def start_pgbouncer(env: Environment) -> PgBouncer:
     }
     write(config_dir / "userlist.txt", render_pgbouncer_userlist(verifiers), 0o600)
     for name, target, mode in (("ca.crt", "ca.crt", 0o644), ("client.crt", "client.crt", 0o644),
-                               ("client.key", "client.key", 0o600)):  # fmt: skip
+                               ("client.key", "client.key", 0o600), ("server.crt", "server.crt", 0o644),
+                               ("server.key", "server.key", 0o600)):  # fmt: skip
         copy(env.certs[name], config_dir / target, mode)
     passfile = write(
         env.base / "pgbouncer-health" / "pgpass",

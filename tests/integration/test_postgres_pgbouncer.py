@@ -111,8 +111,13 @@ def test_app_logs_in_through_pgbouncer_with_scram(pgbouncer: PgBouncer) -> None:
     assert scalar(dsn, "SELECT current_user") == env.settings.database.user
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(pgbouncer.dsn(env.settings.database.user, "wrong-" + env.passwords["app"]))
-    # The server side of the pooled connection is TLS.
+    # Both sides are TLS: the client's, verified against the CA, and the pooled server connection.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
     assert scalar(dsn, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+    plaintext = pgbouncer.dsn(env.settings.database.user, env.passwords["app"], sslmode="disable")
+    with pytest.raises(psycopg.OperationalError, match="SSL required"):
+        psycopg.connect(plaintext)
 
 
 def test_pgbouncer_healthcheck_command_succeeds(pgbouncer: PgBouncer) -> None:

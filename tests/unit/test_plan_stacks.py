@@ -329,3 +329,19 @@ def test_the_entry_point_turns_bad_config_into_one_run_error() -> None:
         runpy.run_path(str(entry), run_name="__main__")
     assert "settings.redis.resources.memoryMb = 512: must be at least 2048" in str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_the_app_reaches_pgbouncer_over_verified_tls(stack_plan: Plan) -> None:
+    from components.app import database_url
+    from configs.topology import container_topology
+    from tools.plan import settings_for
+
+    settings = settings_for(stack_plan.stack)
+    url = database_url(settings, container_topology(settings), "p@ss/word")
+    assert url.startswith("postgresql://stories_user:p%40ss%2Fword@pgbouncer:6432/stories_db?pgbouncer=true")
+    ca_path = url.split("sslcert=", 1)[1]
+    assert "sslmode=require" in url
+    app = containers(stack_plan)["app-1"]
+    assert uploaded(app)[ca_path].startswith("-----BEGIN CERTIFICATE-----")
+    pgbouncer_ini = uploaded(containers(stack_plan)["pgbouncer"])["/etc/stories/pgbouncer/pgbouncer.ini"]
+    assert "client_tls_sslmode = require" in pgbouncer_ini

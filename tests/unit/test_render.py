@@ -123,7 +123,8 @@ def test_loopback_topology_changes_only_hosts_ports_and_paths() -> None:
     for deployed_line, tested_line in differing:
         key = deployed_line.split("=")[0].strip()
         assert key in {"stories_db", "listen_addr", "listen_port", "auth_file", "server_tls_ca_file",
-                       "server_tls_cert_file", "server_tls_key_file"}, (deployed_line, tested_line)  # fmt: skip
+                       "server_tls_cert_file", "server_tls_key_file", "client_tls_cert_file",
+                       "client_tls_key_file"}, (deployed_line, tested_line)  # fmt: skip
     assert differing, "the loopback layout does move hosts, ports and paths"
 
 

@@ -33,8 +33,14 @@ def source_tag(sources: Sequence[str], build_args: dict[str, str] | None = None)
     return f"1.0.0-{digest.hexdigest()[:12]}"
 
 
-def build_local(name: str, repository: str, dockerfile: str, sources: Sequence[str], parent: pulumi.Resource,
-                build_args: dict[str, str] | None = None) -> tuple[pulumi.Output[str], str]:  # fmt: skip
+def build_local(
+    name: str,
+    repository: str,
+    dockerfile: str,
+    sources: Sequence[str],
+    parent: pulumi.Resource,
+    build_args: dict[str, str] | None = None,
+) -> tuple[pulumi.Output[str], str]:
     """Build an image of this repository on the stack's Docker host (context: the project directory,
     relative, so that previews do not differ between checkouts). Returns (image name, pinned reference)."""
     reference = f"{repository}:{source_tag([dockerfile, *sources], build_args)}"

@@ -101,8 +101,22 @@ _TOKEN = re.compile(
     r"|[A-Za-z_:][A-Za-z0-9_:]*|\d[\w.]*|\S"
 )
 _GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
-_AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
-                 "quantile", "limitk", "limit_ratio"}  # fmt: skip
+_AGGREGATIONS = {
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+}
 _KEYWORDS = _GROUPING | _AGGREGATIONS | {"bool", "and", "or", "unless", "offset", "inf", "nan", "atan2"}
 
 

@@ -23,8 +23,9 @@ def signal_queries(settings: Settings, stack: str) -> dict[str, str]:
     }
 
 
-def render_scaler_config(settings: Settings, stack: str, prometheus_url: str = PROMETHEUS_URL,
-                         docker_url: str = SOCKET_PROXY_URL) -> str:  # fmt: skip
+def render_scaler_config(
+    settings: Settings, stack: str, prometheus_url: str = PROMETHEUS_URL, docker_url: str = SOCKET_PROXY_URL
+) -> str:
     document = {
         "stack": stack,
         "min_replicas": settings.app.replicas,

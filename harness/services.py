@@ -81,12 +81,29 @@ def environment(settings: Settings) -> Iterator[Environment]:
     base = Path(tempfile.mkdtemp(prefix="stories-"))
     base.chmod(0o755)
     ports = LoopbackPorts(
-        postgres=free_port(), pgbouncer=free_port(), redis=free_port(), nginx_http=free_port(),
-        nginx_https=free_port(), nginx_status=free_port(), app_upstreams=(free_port(), free_port()),
-    )  # fmt: skip
+        postgres=free_port(),
+        pgbouncer=free_port(),
+        redis=free_port(),
+        nginx_http=free_port(),
+        nginx_https=free_port(),
+        nginx_status=free_port(),
+        app_upstreams=(free_port(), free_port()),
+    )
     certs = make_certificates(base / "certs", ["127.0.0.1", "localhost"], ROLES["auth"])
-    names = ("app", "monitor", "admin", "stats", "superuser", "redis_app", "redis_exporter", "redis_healthcheck",
-             "redis_backup", "pgbackrest_cipher", "restic", "s3_secret")  # fmt: skip
+    names = (
+        "app",
+        "monitor",
+        "admin",
+        "stats",
+        "superuser",
+        "redis_app",
+        "redis_exporter",
+        "redis_healthcheck",
+        "redis_backup",
+        "pgbackrest_cipher",
+        "restic",
+        "s3_secret",
+    )
     s3_port = free_port()
     topo = loopback_topology(settings, base, ports, s3_endpoint=f"127.0.0.1:{s3_port}", ca_file=str(certs["ca.crt"]))
     yield Environment(
@@ -103,8 +120,14 @@ class Postgres:
     data: Path
 
     def dsn(self, user: str, password: str | None = None, **extra: str) -> str:
-        parts = {"host": "127.0.0.1", "port": str(self.env.topo.postgres_port), "user": user,
-                 "dbname": self.env.settings.database.name, "sslmode": "require", **extra}  # fmt: skip
+        parts = {
+            "host": "127.0.0.1",
+            "port": str(self.env.topo.postgres_port),
+            "user": user,
+            "dbname": self.env.settings.database.name,
+            "sslmode": "require",
+            **extra,
+        }
         if password is not None:
             parts["password"] = password
         return " ".join(f"{key}={value}" for key, value in parts.items())
@@ -155,21 +178,52 @@ def start_postgres(env: Environment) -> Postgres:
         Path(topo.pgbackrest_lock_dir),
         Path(topo.backup_work_dir),
     )
-    initdb = run_as(user, [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=peer",
-                           f"--pwfile={password_file}", "--encoding=UTF8"])  # fmt: skip
+    initdb = run_as(
+        user,
+        [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth-local=peer",
+            f"--pwfile={password_file}",
+            "--encoding=UTF8",
+        ],
+    )
     assert initdb.returncode == 0, initdb.stderr
     log = env.base / "postgres.log"
     # The archive_command's pgBackRest reads its secrets and bucket from the server's environment, as
     # in the container.
     server = Server(
-        "postgres", [str(PG_BIN / "postgres"), "-D", str(data), "-c", f"config_file={config_dir}/postgresql.conf"],
-        user, log, env={**os.environ, **env.backup_env()},
-    )  # fmt: skip
+        "postgres",
+        [str(PG_BIN / "postgres"), "-D", str(data), "-c", f"config_file={config_dir}/postgresql.conf"],
+        user,
+        log,
+        env={**os.environ, **env.backup_env()},
+    )
     pg = Postgres(env, server, user, data)
     pg.start()
     # What the image's entrypoint does on first start: run the init scripts as the superuser over the socket.
-    init = run_as(user, ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", topo.postgres_socket_dir, "-p",
-                         str(topo.postgres_port), "-U", "postgres", "-d", "postgres", "-f", str(init_sql)])  # fmt: skip
+    init = run_as(
+        user,
+        [
+            "psql",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            topo.postgres_socket_dir,
+            "-p",
+            str(topo.postgres_port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-f",
+            str(init_sql),
+        ],
+    )
     assert init.returncode == 0, init.stdout + init.stderr + server.log()
     return pg
 
@@ -202,9 +256,13 @@ def start_pgbouncer(env: Environment) -> PgBouncer:
         ROLES["pgbouncer_stats"]: scram_sha256_verifier(env.passwords["stats"], secrets.token_bytes(16)),
     }
     write(config_dir / "userlist.txt", render_pgbouncer_userlist(verifiers), 0o600)
-    for name, target, mode in (("ca.crt", "ca.crt", 0o644), ("client.crt", "client.crt", 0o644),
-                               ("client.key", "client.key", 0o600), ("server.crt", "server.crt", 0o644),
-                               ("server.key", "server.key", 0o600)):  # fmt: skip
+    for name, target, mode in (
+        ("ca.crt", "ca.crt", 0o644),
+        ("client.crt", "client.crt", 0o644),
+        ("client.key", "client.key", 0o600),
+        ("server.crt", "server.crt", 0o644),
+        ("server.key", "server.key", 0o600),
+    ):
         copy(env.certs[name], config_dir / target, mode)
     passfile = write(
         env.base / "pgbouncer-health" / "pgpass",
@@ -270,10 +328,15 @@ def start_prometheus(base: Path, targets: list[str], scrape_interval_seconds: in
     user.own(directory)
     server = Server(
         "prometheus",
-        [which("prometheus"), f"--config.file={directory}/prometheus.yml", f"--storage.tsdb.path={directory}/data",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        user, directory / "prometheus.log",
-    ).start()  # fmt: skip
+        [
+            which("prometheus"),
+            f"--config.file={directory}/prometheus.yml",
+            f"--storage.tsdb.path={directory}/data",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        user,
+        directory / "prometheus.log",
+    ).start()
     server.wait_for_port(port, timeout=30)
     return server, port
 
@@ -324,19 +387,26 @@ def start_s3(env: Environment) -> S3:
 
     backend = free_port()
     moto_server = str(Path(sys.executable).parent / "moto_server")  # installed with requirements-dev.txt
-    moto = Server("s3", [moto_server, "-H", "127.0.0.1", "-p", str(backend)], service_user("root"),
-                  env.base / "s3.log").start()  # fmt: skip
+    moto = Server(
+        "s3", [moto_server, "-H", "127.0.0.1", "-p", str(backend)], service_user("root"), env.base / "s3.log"
+    ).start()
     moto.wait_for_port(backend, timeout=30)
     run = env.base / "s3-tls"
     run.mkdir()
     user = service_user("www-data")
     key = run / "server.key"
     copy(env.certs["server.key"], key, 0o600)
-    config = write(run / "nginx.conf", S3_TLS_FRONT.format(run=run, port=env.s3_port, cert=env.certs["server.crt"],
-                                                         key=key, backend=backend))  # fmt: skip
+    config = write(
+        run / "nginx.conf",
+        S3_TLS_FRONT.format(run=run, port=env.s3_port, cert=env.certs["server.crt"], key=key, backend=backend),
+    )
     user.own(run)
-    tls = Server("s3-tls", ["nginx", "-e", str(run / "error.log"), "-c", str(config), "-g", "daemon off;"], user,
-                 run / "console.log").start()  # fmt: skip
+    tls = Server(
+        "s3-tls",
+        ["nginx", "-e", str(run / "error.log"), "-c", str(config), "-g", "daemon off;"],
+        user,
+        run / "console.log",
+    ).start()
     tls.wait_for_port(env.s3_port)
     region = env.topo.backup_repo.s3_region or "eu-west-1"
     s3_client(env, boto3).create_bucket(Bucket=env.bucket, CreateBucketConfiguration={"LocationConstraint": region})
@@ -345,10 +415,13 @@ def start_s3(env: Environment) -> S3:
 
 def s3_client(env: Environment, boto3: Any) -> Any:
     return boto3.client(
-        "s3", endpoint_url=f"https://127.0.0.1:{env.s3_port}", region_name=env.topo.backup_repo.s3_region,
-        aws_access_key_id="test-key-id", aws_secret_access_key=env.passwords["s3_secret"],
+        "s3",
+        endpoint_url=f"https://127.0.0.1:{env.s3_port}",
+        region_name=env.topo.backup_repo.s3_region,
+        aws_access_key_id="test-key-id",
+        aws_secret_access_key=env.passwords["s3_secret"],
         verify=str(env.certs["ca.crt"]),
-    )  # fmt: skip
+    )
 
 
 class BackupCli:
@@ -356,8 +429,14 @@ class BackupCli:
     system Python and a private copy of the packages it imports (the test runner's virtualenv may sit
     where that user cannot read)."""
 
-    PACKAGES = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection",
-                "prometheus_client")  # fmt: skip
+    PACKAGES = (
+        "pydantic",
+        "pydantic_core",
+        "annotated_types",
+        "typing_extensions",
+        "typing_inspection",
+        "prometheus_client",
+    )
 
     def __init__(self, env: Environment, stack: str, settings: Settings | None = None) -> None:
         from configs.backup import render_backup_config
@@ -384,13 +463,25 @@ class BackupCli:
             Path(directory).mkdir(parents=True, exist_ok=True)
         self.user.own(self.runtime, self.config.parent, Path(env.topo.backup_work_dir))
 
-    def __call__(self, *args: str, env_overrides: dict[str, str] | None = None,
-                 input_text: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        environment = {"PATH": f"{PG_BIN}:/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(self.runtime),
-                       "HOME": str(self.env.base / "backup-work"), "TMPDIR": str(self.env.base / "backup-work"),
-                       **self.env.backup_env(), **(env_overrides or {})}  # fmt: skip
+    def __call__(
+        self, *args: str, env_overrides: dict[str, str] | None = None, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        environment = {
+            "PATH": f"{PG_BIN}:/usr/local/bin:/usr/bin:/bin",
+            "PYTHONPATH": str(self.runtime),
+            "HOME": str(self.env.base / "backup-work"),
+            "TMPDIR": str(self.env.base / "backup-work"),
+            **self.env.backup_env(),
+            **(env_overrides or {}),
+        }
         return subprocess.run(
             ["/usr/bin/python3", "-m", "backup.cli", "--config", str(self.config), *args],
-            env=environment, cwd=self.runtime, preexec_fn=self.user.preexec(), capture_output=True, text=True,
-            timeout=900, input=input_text, check=False,
-        )  # fmt: skip
+            env=environment,
+            cwd=self.runtime,
+            preexec_fn=self.user.preexec(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            input=input_text,
+            check=False,
+        )

@@ -25,9 +25,11 @@ def resource_policy(policy: ResourcePolicy) -> ResourceValidationPolicy:
             report_violation(message, None)
 
     return ResourceValidationPolicy(
-        name=policy.name, description=policy.description, validate=validate,
+        name=policy.name,
+        description=policy.description,
+        validate=validate,
         enforcement_level=EnforcementLevel.MANDATORY,
-    )  # fmt: skip
+    )
 
 
 def stack_policy(policy: StackPolicy) -> StackValidationPolicy:
@@ -39,9 +41,11 @@ def stack_policy(policy: StackPolicy) -> StackValidationPolicy:
             report_violation(message, None)
 
     return StackValidationPolicy(
-        name=policy.name, description=policy.description, validate=validate,
+        name=policy.name,
+        description=policy.description,
+        validate=validate,
         enforcement_level=EnforcementLevel.MANDATORY,
-    )  # fmt: skip
+    )
 
 
 PolicyPack(

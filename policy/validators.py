@@ -22,9 +22,13 @@ PUBLIC_SERVICE = "nginx"
 PUBLIC_PORTS = {80, 443}
 LOOPBACK = "127.0.0.1"
 K8S_WORKLOADS = {
-    "kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet",
-    "kubernetes:batch/v1:Job", "kubernetes:batch/v1:CronJob", "kubernetes:core/v1:Pod",
-}  # fmt: skip
+    "kubernetes:apps/v1:Deployment",
+    "kubernetes:apps/v1:StatefulSet",
+    "kubernetes:apps/v1:DaemonSet",
+    "kubernetes:batch/v1:Job",
+    "kubernetes:batch/v1:CronJob",
+    "kubernetes:core/v1:Pod",
+}
 
 Props = Mapping[str, Any]
 
@@ -228,17 +232,21 @@ class StackPolicy:
 
 
 RESOURCE_POLICIES = [
-    ResourcePolicy("container-resources", "Every container has a memory limit, a memory reservation and cpus.",
-                   container_resources),
+    ResourcePolicy(
+        "container-resources", "Every container has a memory limit, a memory reservation and cpus.", container_resources
+    ),
     ResourcePolicy("no-privileged-containers", "No container runs privileged.", no_privileged),
     ResourcePolicy("no-public-host-ports", "Only nginx publishes ports (80, 443); others bind 127.0.0.1.", host_ports),
     ResourcePolicy("pinned-images", "Every image is pinned to an explicit version tag.", pinned_images),
     ResourcePolicy("no-new-privileges", "Every container sets no-new-privileges.", no_new_privileges),
     ResourcePolicy("log-rotation", "Every container rotates its json-file logs.", log_rotation),
     ResourcePolicy("read-only-root", "Root filesystems are read-only unless allow-listed.", read_only_root),
-    ResourcePolicy("kubernetes-pod-security", "Kubernetes workloads: limits, non-root, no escalation, read-only.",
-                   kubernetes_pod_security),
-]  # fmt: skip
+    ResourcePolicy(
+        "kubernetes-pod-security",
+        "Kubernetes workloads: limits, non-root, no escalation, read-only.",
+        kubernetes_pod_security,
+    ),
+]
 STACK_POLICIES = [
     StackPolicy(
         "s3-bucket-protections",

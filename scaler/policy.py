@@ -139,7 +139,12 @@ def decide(policy: Policy, now: datetime, signals: Signals, running: int, histor
         reason = f"scale down {running} -> {running - 1}: {why}; low for the whole stabilisation window"
         return Decision(running - 1, floor.replicas, target, "step", reason)
     if target < running:
-        return Decision(running, floor.replicas, target, "stabilising",
-                        f"hold {running}: {why}; waiting until the target stays at most {target} for "
-                        f"{policy.calendar.scale_down_stable_minutes} min")  # fmt: skip
+        return Decision(
+            running,
+            floor.replicas,
+            target,
+            "stabilising",
+            f"hold {running}: {why}; waiting until the target stays at most {target} for "
+            f"{policy.calendar.scale_down_stable_minutes} min",
+        )
     return Decision(running, floor.replicas, target, "hold", f"hold {running}: {why}")

@@ -161,8 +161,18 @@ class Scaler:
         self.metrics.floor.set(decision.floor)
         self.metrics.last.set(now.timestamp())
         self.metrics.decisions.labels(decision.code).inc()
-        LOG.info(json.dumps({"time": now.isoformat(), "running": len(running), "desired": decision.desired,
-                             "code": decision.code, "action": action, "reason": decision.reason}))  # fmt: skip
+        LOG.info(
+            json.dumps(
+                {
+                    "time": now.isoformat(),
+                    "running": len(running),
+                    "desired": decision.desired,
+                    "code": decision.code,
+                    "action": action,
+                    "reason": decision.reason,
+                }
+            )
+        )
         return decision
 
     def _skip(self, kind: str, why: str) -> None:

@@ -23,8 +23,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("dev", "staging", "prod")
 # List entries that have a natural key: compare them by it instead of by position.
-LIST_KEYS = {"uploads": "file", "volumes": "containerPath", "networksAdvanced": "name", "labels": "label",
-             "ports": "internal", "rules": "id"}  # fmt: skip
+LIST_KEYS = {
+    "uploads": "file",
+    "volumes": "containerPath",
+    "networksAdvanced": "name",
+    "labels": "label",
+    "ports": "internal",
+    "rules": "id",
+}
 
 
 @dataclass
@@ -56,9 +62,13 @@ def resource_key(resource: dict[str, Any]) -> str:
 def _run_plan(tree: Path, python: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [python, "-m", "tools.plan", "--format", "json", *arguments],
-        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def _files(out: Path) -> dict[str, str]:
@@ -125,8 +135,11 @@ def compare(stack: str, base: StackPlan, head: StackPlan) -> StackDiff:
     diff.removed = sorted(set(base.resources) - set(head.resources))
     for key in sorted(set(base.resources) & set(head.resources)):
         before, after = flatten(base.resources[key]), flatten(head.resources[key])
-        changes = [(path, before.get(path), after.get(path)) for path in sorted(set(before) | set(after))
-                   if before.get(path) != after.get(path)]  # fmt: skip
+        changes = [
+            (path, before.get(path), after.get(path))
+            for path in sorted(set(before) | set(after))
+            if before.get(path) != after.get(path)
+        ]
         if changes:
             diff.changed[key] = changes
     for name in sorted(set(base.files) | set(head.files)):
@@ -158,8 +171,16 @@ def markdown(diffs: list[StackDiff], base_ref: str) -> str:
             lines += ["", f"**{key}**", "", "| input | before | after |", "|---|---|---|"]
             lines += [f"| `{path}` | {_short(old)} | {_short(new)} |" for path, old, new in changes]
         for name, text in diff.files.items():
-            lines += ["", f"<details><summary><code>{name}</code></summary>", "", "```diff", text.rstrip("\n"), "```",
-                      "", "</details>"]  # fmt: skip
+            lines += [
+                "",
+                f"<details><summary><code>{name}</code></summary>",
+                "",
+                "```diff",
+                text.rstrip("\n"),
+                "```",
+                "",
+                "</details>",
+            ]
         lines.append("")
     return "\n".join(lines)
 

@@ -16,9 +16,11 @@ from tools.plan import ROOT, settings_for
 def grid(policy: Policy, week: date) -> str:
     zone = ZoneInfo(policy.calendar.timezone)
     monday = week - timedelta(days=week.weekday())
-    lines = [f"Scheduled app replicas, week of {monday:%Y-%m-%d} ({policy.calendar.timezone}), "
-             f"min {policy.bounds.minimum}, max {policy.bounds.maximum}",
-             "            " + " ".join(f"{hour:02d}" for hour in range(24))]  # fmt: skip
+    lines = [
+        f"Scheduled app replicas, week of {monday:%Y-%m-%d} ({policy.calendar.timezone}), "
+        f"min {policy.bounds.minimum}, max {policy.bounds.maximum}",
+        "            " + " ".join(f"{hour:02d}" for hour in range(24)),
+    ]
     for offset in range(7):
         day = monday + timedelta(days=offset)
         cells = [

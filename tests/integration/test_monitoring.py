@@ -133,62 +133,140 @@ def cases(settings: Settings) -> list[AlertCase]:
     idle = 'node_cpu_seconds_total{instance="node", cpu="0", mode="idle"}'
     avail, size = (f'node_filesystem_{kind}_bytes{{fstype="ext4", mountpoint="/"}}' for kind in ("avail", "size"))
     return [
-        AlertCase("ServiceDown", {'up{job="redis", instance="redis-exporter:9121"}': gauge(0)},
-                  {'up{job="redis", instance="redis-exporter:9121"}': gauge(1)},
-                  {"job": "redis", "instance": "redis-exporter:9121"}, 0, t.service_down_minutes * 60),
-        AlertCase("AppHealthCheckFailing", {health: gauge(0)}, {health: gauge(1)},
-                  {"job": monitoring.BLACKBOX_JOB, "instance": "http://app-1:3000/api/health"}, 0,
-                  t.service_down_minutes * 60),
-        AlertCase("DatabaseConnectionFailures", {'pg_up{job="postgres"}': failures(allowed + 1)},
-                  {'pg_up{job="postgres"}': failures(allowed)}, {"job": "postgres"},
-                  100 * (allowed + 1) / window_samples, 60, true_from=(20 + allowed) * INTERVAL_SECONDS),
-        AlertCase("HostMemoryHigh",
-                  {'node_memory_MemAvailable_bytes{instance="node"}': gauge(1000 - t.memory_percent * 10 - 1),
-                   'node_memory_MemTotal_bytes{instance="node"}': gauge(1000)},
-                  {'node_memory_MemAvailable_bytes{instance="node"}': gauge(1000 - t.memory_percent * 10 + 1),
-                   'node_memory_MemTotal_bytes{instance="node"}': gauge(1000)},
-                  {"instance": "node"}, t.memory_percent + 0.1, 120),
-        AlertCase("ContainerMemoryHigh",
-                  {f"container_memory_working_set_bytes{{{container}}}": gauge(t.memory_percent * 10 + 1),
-                   f"container_spec_memory_limit_bytes{{{container}}}": gauge(1000)},
-                  {f"container_memory_working_set_bytes{{{container}}}": gauge(t.memory_percent * 10 - 1),
-                   f"container_spec_memory_limit_bytes{{{container}}}": gauge(1000)},
-                  {"name": "stories-app-1"}, t.memory_percent + 0.1, 120),
-        AlertCase("DiskSpaceLow",
-                  {avail: gauge(t.disk_free_percent * 10 - 1), size: gauge(1000)},
-                  {avail: gauge(t.disk_free_percent * 10 + 1), size: gauge(1000)},
-                  {"fstype": "ext4", "mountpoint": "/"}, t.disk_free_percent - 0.1, 300),
-        AlertCase("HostCpuHigh",
-                  {idle: counter(1 - t.cpu_percent / 100 - 0.01)},
-                  {idle: counter(1 - t.cpu_percent / 100 + 0.01)},
-                  {"instance": "node"}, t.cpu_percent + 1, t.cpu_for_minutes * 60, true_from=INTERVAL_SECONDS),
-        AlertCase("ContainerCpuHigh",
-                  {f"container_cpu_usage_seconds_total{{{container}}}": counter((t.cpu_percent / 100 + 0.01) / 2),
-                   f"container_spec_cpu_quota{{{container}}}": gauge(50000),
-                   f"container_spec_cpu_period{{{container}}}": gauge(100000)},
-                  {f"container_cpu_usage_seconds_total{{{container}}}": counter((t.cpu_percent / 100 - 0.01) / 2),
-                   f"container_spec_cpu_quota{{{container}}}": gauge(50000),
-                   f"container_spec_cpu_period{{{container}}}": gauge(100000)},
-                  {"name": "stories-app-1"}, t.cpu_percent + 1, t.cpu_for_minutes * 60, true_from=INTERVAL_SECONDS,
-                  settle=300),
-        AlertCase("SlowResponses", {duration: gauge(t.response_time_seconds + 0.1)},
-                  {duration: gauge(t.response_time_seconds - 0.1)},
-                  {"job": monitoring.BLACKBOX_JOB, "instance": "http://app-1:3000/api/health"},
-                  t.response_time_seconds + 0.1, 120),
-        AlertCase("ActiveSessionsHigh", {"stories_active_sessions": gauge(t.active_sessions + 1)},
-                  {"stories_active_sessions": gauge(t.active_sessions)}, {}, t.active_sessions + 1, 300),
-        AlertCase("BackupFailed", {'stories_backup_last_run_success{kind="postgres"}': gauge(0)},
-                  {'stories_backup_last_run_success{kind="postgres"}': gauge(1)}, {"kind": "postgres"}, 0),
-        AlertCase("BackupLate",
-                  {'stories_backup_last_success_timestamp_seconds{kind="files"}': gauge(-late_after - 60),
-                   'stories_backup_expected_interval_seconds{kind="files"}': gauge(900)},
-                  # A success that stays younger than the limit at every evaluation of the test.
-                  {'stories_backup_last_success_timestamp_seconds{kind="files"}': gauge(3600 - late_after),
-                   'stories_backup_expected_interval_seconds{kind="files"}': gauge(900)},
-                  {"kind": "files"}, INTERVAL_SECONDS + late_after + 60),
-        AlertCase("WalArchivingFailing", {"stories_backup_wal_archive_failing": gauge(1)},
-                  {"stories_backup_wal_archive_failing": gauge(0)}, {}, 1, 300),
-    ]  # fmt: skip
+        AlertCase(
+            "ServiceDown",
+            {'up{job="redis", instance="redis-exporter:9121"}': gauge(0)},
+            {'up{job="redis", instance="redis-exporter:9121"}': gauge(1)},
+            {"job": "redis", "instance": "redis-exporter:9121"},
+            0,
+            t.service_down_minutes * 60,
+        ),
+        AlertCase(
+            "AppHealthCheckFailing",
+            {health: gauge(0)},
+            {health: gauge(1)},
+            {"job": monitoring.BLACKBOX_JOB, "instance": "http://app-1:3000/api/health"},
+            0,
+            t.service_down_minutes * 60,
+        ),
+        AlertCase(
+            "DatabaseConnectionFailures",
+            {'pg_up{job="postgres"}': failures(allowed + 1)},
+            {'pg_up{job="postgres"}': failures(allowed)},
+            {"job": "postgres"},
+            100 * (allowed + 1) / window_samples,
+            60,
+            true_from=(20 + allowed) * INTERVAL_SECONDS,
+        ),
+        AlertCase(
+            "HostMemoryHigh",
+            {
+                'node_memory_MemAvailable_bytes{instance="node"}': gauge(1000 - t.memory_percent * 10 - 1),
+                'node_memory_MemTotal_bytes{instance="node"}': gauge(1000),
+            },
+            {
+                'node_memory_MemAvailable_bytes{instance="node"}': gauge(1000 - t.memory_percent * 10 + 1),
+                'node_memory_MemTotal_bytes{instance="node"}': gauge(1000),
+            },
+            {"instance": "node"},
+            t.memory_percent + 0.1,
+            120,
+        ),
+        AlertCase(
+            "ContainerMemoryHigh",
+            {
+                f"container_memory_working_set_bytes{{{container}}}": gauge(t.memory_percent * 10 + 1),
+                f"container_spec_memory_limit_bytes{{{container}}}": gauge(1000),
+            },
+            {
+                f"container_memory_working_set_bytes{{{container}}}": gauge(t.memory_percent * 10 - 1),
+                f"container_spec_memory_limit_bytes{{{container}}}": gauge(1000),
+            },
+            {"name": "stories-app-1"},
+            t.memory_percent + 0.1,
+            120,
+        ),
+        AlertCase(
+            "DiskSpaceLow",
+            {avail: gauge(t.disk_free_percent * 10 - 1), size: gauge(1000)},
+            {avail: gauge(t.disk_free_percent * 10 + 1), size: gauge(1000)},
+            {"fstype": "ext4", "mountpoint": "/"},
+            t.disk_free_percent - 0.1,
+            300,
+        ),
+        AlertCase(
+            "HostCpuHigh",
+            {idle: counter(1 - t.cpu_percent / 100 - 0.01)},
+            {idle: counter(1 - t.cpu_percent / 100 + 0.01)},
+            {"instance": "node"},
+            t.cpu_percent + 1,
+            t.cpu_for_minutes * 60,
+            true_from=INTERVAL_SECONDS,
+        ),
+        AlertCase(
+            "ContainerCpuHigh",
+            {
+                f"container_cpu_usage_seconds_total{{{container}}}": counter((t.cpu_percent / 100 + 0.01) / 2),
+                f"container_spec_cpu_quota{{{container}}}": gauge(50000),
+                f"container_spec_cpu_period{{{container}}}": gauge(100000),
+            },
+            {
+                f"container_cpu_usage_seconds_total{{{container}}}": counter((t.cpu_percent / 100 - 0.01) / 2),
+                f"container_spec_cpu_quota{{{container}}}": gauge(50000),
+                f"container_spec_cpu_period{{{container}}}": gauge(100000),
+            },
+            {"name": "stories-app-1"},
+            t.cpu_percent + 1,
+            t.cpu_for_minutes * 60,
+            true_from=INTERVAL_SECONDS,
+            settle=300,
+        ),
+        AlertCase(
+            "SlowResponses",
+            {duration: gauge(t.response_time_seconds + 0.1)},
+            {duration: gauge(t.response_time_seconds - 0.1)},
+            {"job": monitoring.BLACKBOX_JOB, "instance": "http://app-1:3000/api/health"},
+            t.response_time_seconds + 0.1,
+            120,
+        ),
+        AlertCase(
+            "ActiveSessionsHigh",
+            {"stories_active_sessions": gauge(t.active_sessions + 1)},
+            {"stories_active_sessions": gauge(t.active_sessions)},
+            {},
+            t.active_sessions + 1,
+            300,
+        ),
+        AlertCase(
+            "BackupFailed",
+            {'stories_backup_last_run_success{kind="postgres"}': gauge(0)},
+            {'stories_backup_last_run_success{kind="postgres"}': gauge(1)},
+            {"kind": "postgres"},
+            0,
+        ),
+        AlertCase(
+            "BackupLate",
+            {
+                'stories_backup_last_success_timestamp_seconds{kind="files"}': gauge(-late_after - 60),
+                'stories_backup_expected_interval_seconds{kind="files"}': gauge(900),
+            },
+            # A success that stays younger than the limit at every evaluation of the test.
+            {
+                'stories_backup_last_success_timestamp_seconds{kind="files"}': gauge(3600 - late_after),
+                'stories_backup_expected_interval_seconds{kind="files"}': gauge(900),
+            },
+            {"kind": "files"},
+            INTERVAL_SECONDS + late_after + 60,
+        ),
+        AlertCase(
+            "WalArchivingFailing",
+            {"stories_backup_wal_archive_failing": gauge(1)},
+            {"stories_backup_wal_archive_failing": gauge(0)},
+            {},
+            1,
+            300,
+        ),
+    ]
 
 
 def expected_alert(case: AlertCase, rule: monitoring.AlertRule) -> dict[str, Any]:
@@ -227,8 +305,14 @@ def test_every_guide_alert_fires_above_and_stays_silent_below(tmp_path: Path) ->
     assert {case.alert for case in all_cases} == set(rules), "every alert rule has a case"
     tests = [test for case in all_cases for test in rule_test(case, rules[case.alert])]
     # The fallback signal for active sessions, while the app does not export its own.
-    fallback = AlertCase("ActiveSessionsHigh", {'nginx_connections_active{job="nginx"}': gauge(101)},
-                         {'nginx_connections_active{job="nginx"}': gauge(100)}, {}, 101, 300)  # fmt: skip
+    fallback = AlertCase(
+        "ActiveSessionsHigh",
+        {'nginx_connections_active{job="nginx"}': gauge(101)},
+        {'nginx_connections_active{job="nginx"}': gauge(100)},
+        {},
+        101,
+        300,
+    )
     tests += rule_test(fallback, rules["ActiveSessionsHigh"])
     document = {
         "rule_files": [path.name for path in rule_files],
@@ -250,27 +334,40 @@ def test_rule_tests_catch_a_wrong_threshold(tmp_path: Path) -> None:
     alerts.write_text(alerts.read_text().replace("* 100 > 90", "* 100 > 91"))
     rules = {rule.name: rule for rule in monitoring.alert_rules(settings)}
     case = next(c for c in cases(settings) if c.alert == "HostMemoryHigh")
-    document = {"rule_files": [p.name for p in rule_files], "evaluation_interval": f"{INTERVAL_SECONDS}s",
-                "tests": rule_test(case, rules["HostMemoryHigh"])}  # fmt: skip
+    document = {
+        "rule_files": [p.name for p in rule_files],
+        "evaluation_interval": f"{INTERVAL_SECONDS}s",
+        "tests": rule_test(case, rules["HostMemoryHigh"]),
+    }
     (tmp_path / "t.yml").write_text(yaml.safe_dump(document, sort_keys=False))
     assert run([which("promtool"), "test", "rules", "t.yml"], cwd=tmp_path).returncode != 0
 
 
 RECEIVERS = [
-    {"name": "oncall-mail", "email": {"to": "oncall@stories.example.org", "sender": "alerts@stories.example.org",
-                                      "smarthost": "smtp.example.org:587", "authUsername": "alerts",
-                                      "authPasswordSecret": "SMTP_PASSWORD"}},
+    {
+        "name": "oncall-mail",
+        "email": {
+            "to": "oncall@stories.example.org",
+            "sender": "alerts@stories.example.org",
+            "smarthost": "smtp.example.org:587",
+            "authUsername": "alerts",
+            "authPasswordSecret": "SMTP_PASSWORD",
+        },
+    },
     {"name": "team-chat", "severities": ["critical"], "slack": {"apiUrlSecret": "SLACK_URL", "channel": "#ops"}},
     {"name": "pager", "webhook": {"urlSecret": "PAGER_URL"}},
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("receivers", [[], RECEIVERS], ids=["no-receivers", "email-slack-webhook"])
 def test_amtool_accepts_alertmanager_config(receivers: list[dict[str, Any]], tmp_path: Path) -> None:
     from components.loading import load_settings
 
-    secret_values = {"SMTP_PASSWORD": "test-only-smtp", "SLACK_URL": "https://hooks.invalid/services/T0/B0/X",
-                     "PAGER_URL": "https://pager.invalid/hook"}  # fmt: skip
+    secret_values = {
+        "SMTP_PASSWORD": "test-only-smtp",
+        "SLACK_URL": "https://hooks.invalid/services/T0/B0/X",
+        "PAGER_URL": "https://pager.invalid/hook",
+    }
     settings = load_settings({**MINIMAL, "monitoring": {"receivers": receivers}}, secret_names=set(secret_values))
     config = tmp_path / "alertmanager.yml"
     config.write_text(monitoring.render_alertmanager(settings, secret_values))
@@ -292,8 +389,16 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def test_dashboard_queries_parse_and_name_only_provided_metrics(tmp_path: Path) -> None:
     queries = dashboard_queries()
     assert len(queries) >= 20
-    rules = {"groups": [{"name": "dashboards", "rules": [
-        {"record": f"dashboard:query_{index}", "expr": expr} for index, (_, expr) in enumerate(queries)]}]}  # fmt: skip
+    rules = {
+        "groups": [
+            {
+                "name": "dashboards",
+                "rules": [
+                    {"record": f"dashboard:query_{index}", "expr": expr} for index, (_, expr) in enumerate(queries)
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboards.rules.yml"
     path.write_text(yaml.safe_dump(rules))
     result = run([which("promtool"), "check", "rules", str(path)])

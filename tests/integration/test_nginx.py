@@ -104,8 +104,11 @@ def test_nginx_t_accepts_every_stack(environment: Environment, stack: str) -> No
     user.own(Path(topo.nginx_config_dir).parent)
     result = subprocess.run(
         ["nginx", "-t", "-e", topo.nginx_error_log, "-c", f"{topo.nginx_config_dir}/nginx.conf"],
-        capture_output=True, text=True, preexec_fn=user.preexec(), check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        preexec_fn=user.preexec(),
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
 

@@ -87,8 +87,13 @@ def test_app_role_owns_its_database_and_nothing_more(postgres: Postgres) -> None
 def test_pgbouncer_lookup_works_and_reveals_nothing_else(postgres: Postgres) -> None:
     env = postgres.env
     certs = env.certs
-    auth = postgres.dsn(ROLES["auth"], sslmode="verify-ca", sslrootcert=str(certs["ca.crt"]),
-                        sslcert=str(certs["client.crt"]), sslkey=str(certs["client.key"]))  # fmt: skip
+    auth = postgres.dsn(
+        ROLES["auth"],
+        sslmode="verify-ca",
+        sslrootcert=str(certs["ca.crt"]),
+        sslcert=str(certs["client.crt"]),
+        sslkey=str(certs["client.key"]),
+    )
     with psycopg.connect(auth, autocommit=True) as conn:
         row = conn.execute("SELECT username, password FROM pgbouncer.user_lookup(%s)", [env.settings.database.user])
         username, verifier = row.fetchone()  # type: ignore[misc]
@@ -122,8 +127,14 @@ def test_app_logs_in_through_pgbouncer_with_scram(pgbouncer: PgBouncer) -> None:
 
 def test_pgbouncer_healthcheck_command_succeeds(pgbouncer: PgBouncer) -> None:
     command = healthchecks.pgbouncer(pgbouncer.env.topo)
-    result = subprocess.run(command, env={**os.environ, "PGPASSFILE": str(pgbouncer.passfile)},
-                            capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+    result = subprocess.run(
+        command,
+        env={**os.environ, "PGPASSFILE": str(pgbouncer.passfile)},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("PgBouncer")
 

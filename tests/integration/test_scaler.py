@@ -109,8 +109,11 @@ def docker_handler(state: FakeDocker) -> type[BaseHTTPRequestHandler]:
             state.calls.append(f"{self.command} {url.path}")
             if self.command == "GET":
                 wanted = json.loads(urllib.parse.parse_qs(url.query)["filters"][0])["label"]
-                listed = [c for c in state.containers() if all(
-                    c["Labels"].get(k) == v for k, v in (label.split("=", 1) for label in wanted))]  # fmt: skip
+                listed = [
+                    c
+                    for c in state.containers()
+                    if all(c["Labels"].get(k) == v for k, v in (label.split("=", 1) for label in wanted))
+                ]
                 self._reply(200, listed)
                 return
             index = int(url.path.split("/")[-2].removeprefix("id-"))

@@ -37,8 +37,9 @@ def ago(**delta: float) -> datetime:
         ({"full": ago(days=2), "diff": ago(days=1, minutes=1)}, "diff"),
     ],
 )
-def test_the_highest_level_due_backup_is_chosen(config: BackupJobConfig, last: dict[str, datetime],
-                                                due: str | None) -> None:  # fmt: skip
+def test_the_highest_level_due_backup_is_chosen(
+    config: BackupJobConfig, last: dict[str, datetime], due: str | None
+) -> None:
     assert postgres_backup_due(config, last, NOW) == due
 
 

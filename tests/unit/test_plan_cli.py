@@ -36,11 +36,20 @@ def test_out_receives_every_rendered_config(tmp_path: Path, capsys: pytest.Captu
     capsys.readouterr()
     written = {str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file()}
     expected = {
-        "postgres/postgresql.conf", "postgres/pg_hba.conf", "postgres/init.sql", "pgbouncer/pgbouncer.ini",
-        "redis/redis.conf", "nginx/nginx.conf", "nginx/start.sh", "prometheus/prometheus.yml",
-        "prometheus/rules/alerts.yml", "prometheus/rules/recording.yml", "alertmanager/alertmanager.yml",
-        "blackbox-exporter/blackbox.yml", "grafana/dashboards/infrastructure.json",
-    }  # fmt: skip
+        "postgres/postgresql.conf",
+        "postgres/pg_hba.conf",
+        "postgres/init.sql",
+        "pgbouncer/pgbouncer.ini",
+        "redis/redis.conf",
+        "nginx/nginx.conf",
+        "nginx/start.sh",
+        "prometheus/prometheus.yml",
+        "prometheus/rules/alerts.yml",
+        "prometheus/rules/recording.yml",
+        "alertmanager/alertmanager.yml",
+        "blackbox-exporter/blackbox.yml",
+        "grafana/dashboards/infrastructure.json",
+    }
     assert expected <= written
     assert yaml.safe_load((tmp_path / "prometheus/prometheus.yml").read_text())["scrape_configs"]
 

@@ -24,8 +24,9 @@ def git(repo: Path, *args: str) -> str:
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh repository holding this project's tracked files (and working-tree changes), one commit."""
     repo = tmp_path_factory.mktemp("repo")
-    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.split()  # fmt: skip
+    tracked = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in tracked:
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
@@ -37,9 +38,15 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def plan_diff(repo: Path, base: str = "main") -> str:
-    result = subprocess.run([sys.executable, "-m", "tools.plan_diff", "--base", base], cwd=repo,
-                            env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
-                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.plan_diff", "--base", base],
+        cwd=repo,
+        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -74,9 +81,15 @@ def test_one_value_names_the_resource_the_input_and_the_file_lines(repo: Path) -
 
 @E2E
 def test_bad_base_ref_is_one_clear_message(repo: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "tools.plan_diff", "--base", "no-such-ref"], cwd=repo,
-                            env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
-                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.plan_diff", "--base", "no-such-ref"],
+        cwd=repo,
+        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode != 0
     assert result.stderr.strip().startswith("BASE = 'no-such-ref': not a git ref here")
 

@@ -184,9 +184,18 @@ def test_every_guide_alert_is_rendered(stack_plan: Plan) -> None:
     alerts_file = next(c for f, c in uploaded(prometheus).items() if f.endswith("alerts.yml"))
     rules = {rule["alert"]: rule for group in yaml.safe_load(alerts_file)["groups"] for rule in group["rules"]}
     guide = {
-        "ServiceDown", "DatabaseConnectionFailures", "HostMemoryHigh", "ContainerMemoryHigh", "DiskSpaceLow",
-        "HostCpuHigh", "SlowResponses", "ActiveSessionsHigh", "BackupFailed", "BackupLate", "WalArchivingFailing",
-    }  # fmt: skip
+        "ServiceDown",
+        "DatabaseConnectionFailures",
+        "HostMemoryHigh",
+        "ContainerMemoryHigh",
+        "DiskSpaceLow",
+        "HostCpuHigh",
+        "SlowResponses",
+        "ActiveSessionsHigh",
+        "BackupFailed",
+        "BackupLate",
+        "WalArchivingFailing",
+    }
     assert guide <= set(rules)
     for rule in rules.values():
         assert rule["labels"]["severity"] in ("critical", "warning")
@@ -299,8 +308,12 @@ def test_backups_are_wired_to_the_repositories(stack_plan: Plan) -> None:
     assert "repo1-cipher-type=aes-256-cbc" in pgbackrest and "repo1-retention-full=30" in pgbackrest
     mounts = {v["containerPath"]: v for v in backup["volumes"]}
     assert mounts["/var/lib/postgresql/data"]["readOnly"] is False  # `restore --live`, Postgres stopped
-    for source in ("/backup-sources/uploads", "/backup-sources/books", "/backup-sources/letsencrypt",
-                   "/backup-sources/redis"):  # fmt: skip
+    for source in (
+        "/backup-sources/uploads",
+        "/backup-sources/books",
+        "/backup-sources/letsencrypt",
+        "/backup-sources/redis",
+    ):
         assert mounts[source]["readOnly"] is True, source
     if stack_plan.stack == "dev":
         assert "repo1-type=posix" in pgbackrest and "PGBACKREST_REPO1_S3_BUCKET" not in env

@@ -58,7 +58,7 @@ BROKEN_CONTAINERS = [
     ("redis", lambda p: p.update(securityOpts=[]), "no-new-privileges:true"),
     ("redis", lambda p: p.update(logOpts={}), "max-size and max-file"),
     ("postgres", lambda p: p.update(readOnly=False), "set readOnly: true"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("name", "breakage", "message"), BROKEN_CONTAINERS)
@@ -73,20 +73,34 @@ def test_each_broken_container_is_reported(name: str, breakage: Any, message: st
 
 def test_unpinned_remote_image_is_reported() -> None:
     found = check("docker:index/remoteImage:RemoteImage", {"name": "postgres"}, "postgres-image")
-    assert found == ["postgres-image: image 'postgres' must be repository:tag with an explicit version tag "
-                     "(for example postgres:15.13)"]  # fmt: skip
+    assert found == [
+        "postgres-image: image 'postgres' must be repository:tag with an explicit version tag "
+        "(for example postgres:15.13)"
+    ]
 
 
 BUCKET_BREAKAGES = [
-    ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", lambda p: p.update(blockPublicPolicy=False),
-     "BucketPublicAccessBlock"),
-    ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", None,
-     "BucketServerSideEncryptionConfiguration"),
-    ("aws:s3/bucketVersioning:BucketVersioning", lambda p: p["versioningConfiguration"].update(status="Suspended"),
-     "BucketVersioning with status Enabled"),
-    ("aws:s3/bucketPolicy:BucketPolicy", lambda p: p.update(policy=json.dumps({"Statement": []})),
-     "aws:SecureTransport false"),
-]  # fmt: skip
+    (
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        lambda p: p.update(blockPublicPolicy=False),
+        "BucketPublicAccessBlock",
+    ),
+    (
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        None,
+        "BucketServerSideEncryptionConfiguration",
+    ),
+    (
+        "aws:s3/bucketVersioning:BucketVersioning",
+        lambda p: p["versioningConfiguration"].update(status="Suspended"),
+        "BucketVersioning with status Enabled",
+    ),
+    (
+        "aws:s3/bucketPolicy:BucketPolicy",
+        lambda p: p.update(policy=json.dumps({"Statement": []})),
+        "aws:SecureTransport false",
+    ),
+]
 
 
 @pytest.mark.parametrize(("type_", "breakage", "message"), BUCKET_BREAKAGES)
@@ -105,16 +119,26 @@ def test_each_missing_bucket_protection_is_reported(type_: str, breakage: Any, m
 
 
 GOOD_DEPLOYMENT: dict[str, Any] = {
-    "spec": {"template": {"spec": {
-        "securityContext": {"runAsNonRoot": True},
-        "containers": [{
-            "name": "app", "image": "ghcr.io/1001-stories/app:1.7.3",
-            "resources": {"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "256Mi"}},
-            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]}},
-        }],
-    }}},
-}  # fmt: skip
+    "spec": {
+        "template": {
+            "spec": {
+                "securityContext": {"runAsNonRoot": True},
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "ghcr.io/1001-stories/app:1.7.3",
+                        "resources": {"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "256Mi"}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            }
+        }
+    },
+}
 
 
 def test_kubernetes_workloads_need_the_pod_security_fields() -> None:
@@ -128,9 +152,16 @@ def test_kubernetes_workloads_need_the_pod_security_fields() -> None:
     app["resources"] = {}
     app["securityContext"] = {"privileged": True}
     found = kubernetes_pod_security(kind, broken, "app")
-    for expected in ("limits.memory", "remove securityContext.privileged", "allowPrivilegeEscalation: false",
-                     "drop: [ALL]", "readOnlyRootFilesystem: true", "runAsNonRoot: true", "remove hostPort",
-                     "not a version"):  # fmt: skip
+    for expected in (
+        "limits.memory",
+        "remove securityContext.privileged",
+        "allowPrivilegeEscalation: false",
+        "drop: [ALL]",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+        "remove hostPort",
+        "not a version",
+    ):
         assert any(expected in message for message in found), (expected, found)
 
 

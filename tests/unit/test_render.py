@@ -47,8 +47,9 @@ def test_nginx_directives_follow_the_version() -> None:
 
 
 def test_nginx_rates_and_limits_come_from_settings() -> None:
-    settings = load_settings(with_change("proxy", {"rateLimits": {"apiPerSecond": 7, "authPerMinute": 12},
-                                                   "clientMaxBodyMb": 80}))  # fmt: skip
+    settings = load_settings(
+        with_change("proxy", {"rateLimits": {"apiPerSecond": 7, "authPerMinute": 12}, "clientMaxBodyMb": 80})
+    )
     conf = render_nginx(settings, container_topology(settings), PINNED)["nginx.conf"]
     assert "zone=api:10m rate=7r/s" in conf and "zone=auth:10m rate=12r/m" in conf
     assert "client_max_body_size 80m;" in conf
@@ -122,9 +123,17 @@ def test_loopback_topology_changes_only_hosts_ports_and_paths() -> None:
     differing = [(a, b) for a, b in zip(deployed, tested, strict=True) if a != b]
     for deployed_line, tested_line in differing:
         key = deployed_line.split("=")[0].strip()
-        assert key in {"stories_db", "listen_addr", "listen_port", "auth_file", "server_tls_ca_file",
-                       "server_tls_cert_file", "server_tls_key_file", "client_tls_cert_file",
-                       "client_tls_key_file"}, (deployed_line, tested_line)  # fmt: skip
+        assert key in {
+            "stories_db",
+            "listen_addr",
+            "listen_port",
+            "auth_file",
+            "server_tls_ca_file",
+            "server_tls_cert_file",
+            "server_tls_key_file",
+            "client_tls_cert_file",
+            "client_tls_key_file",
+        }, (deployed_line, tested_line)
     assert differing, "the loopback layout does move hosts, ports and paths"
 
 

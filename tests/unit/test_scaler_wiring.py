@@ -24,8 +24,13 @@ def test_proxy_allows_listing_starting_and_stopping_only() -> None:
     get, post = re.compile(f"^{allowed['-allowGET']}$"), re.compile(f"^{allowed['-allowPOST']}$")
     assert get.match("/v1.43/containers/json") and not get.match("/v1.43/containers/abc/json")
     assert post.match("/v1.43/containers/3f2a/start") and post.match("/v1.43/containers/prod-app-3/stop")
-    for forbidden in ("/v1.43/containers/create", "/v1.43/containers/abc/exec", "/v1.43/containers/abc/kill",
-                      "/v1.43/images/create", "/v1.43/containers/abc/start/../exec"):  # fmt: skip
+    for forbidden in (
+        "/v1.43/containers/create",
+        "/v1.43/containers/abc/exec",
+        "/v1.43/containers/abc/kill",
+        "/v1.43/images/create",
+        "/v1.43/containers/abc/start/../exec",
+    ):
         assert not post.match(forbidden), forbidden
     assert allowed["-allowfrom"] == "scaler"
 
@@ -65,6 +70,10 @@ def test_scaler_config_is_the_settings() -> None:
     settings = settings_for("prod")
     plan = plan_of("prod")
     rendered = json.loads(uploaded(containers(plan)["scaler"])["/etc/stories/scaler/scaler.json"])
-    assert rendered["scaling"]["seasons"][2] == {"name": "exams", "start": "2027-06-07", "end": "2027-06-18",
-                                                 "factor": 2.5}  # fmt: skip
+    assert rendered["scaling"]["seasons"][2] == {
+        "name": "exams",
+        "start": "2027-06-07",
+        "end": "2027-06-18",
+        "factor": 2.5,
+    }
     assert ScalerConfig.model_validate(rendered).scaling == settings.scaling

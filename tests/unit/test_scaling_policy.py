@@ -86,9 +86,16 @@ def test_config_errors_for_calendars() -> None:
         ({"seasons": [*SEASONS, {"name": "x", "start": "2027-08-30", "end": "2027-09-05", "factor": 1}]}, "overlap"),
         ({"windows": [{"name": "day", "start": "08:00", "end": "20:00", "replicas": 2}]}, "do not cover the day"),
         ({"timezone": "Mars/Olympus"}, "not an IANA time zone"),
-        ({"windows": [{"name": "a", "start": "00:00", "end": "12:00", "replicas": 1},
-                      {"name": "b", "start": "11:00", "end": "00:00", "replicas": 1}]}, "overlap at 11:00"),
-    ]  # fmt: skip
+        (
+            {
+                "windows": [
+                    {"name": "a", "start": "00:00", "end": "12:00", "replicas": 1},
+                    {"name": "b", "start": "11:00", "end": "00:00", "replicas": 1},
+                ]
+            },
+            "overlap at 11:00",
+        ),
+    ]
     for scaling, rule in cases:
         with pytest.raises(ConfigError, match=rule):
             load_settings(with_change("scaling", scaling))

@@ -17,8 +17,14 @@ ACTIONLINT = Path(sys.executable).parent / "actionlint"
 
 def actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
     assert ACTIONLINT.exists(), "actionlint comes with requirements-dev.txt"
-    return subprocess.run([str(ACTIONLINT), "-no-color", "-oneline", *map(str, files)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        [str(ACTIONLINT), "-no-color", "-oneline", *map(str, files)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_workflows_pass_actionlint() -> None:

@@ -5,7 +5,6 @@ its `for` duration, and stays silent just below it."""
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 from collections.abc import Callable
@@ -424,6 +423,13 @@ def test_dashboards_are_valid_grafana_json() -> None:
         assert dashboard["uid"].startswith("stories-") and dashboard["panels"], name
         ids = [panel["id"] for panel in dashboard["panels"]]
         assert len(ids) == len(set(ids))
+        cells: set[tuple[int, int]] = set()
         for panel in dashboard["panels"]:
             assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}
-            assert not math.isnan(panel["gridPos"]["y"])
+            grid = panel["gridPos"]
+            assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, (name, panel["title"])  # Grafana's 24 columns
+            covered = {
+                (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+            }
+            assert not covered & cells, f"{name}: {panel['title']} overlaps another panel"
+            cells |= covered

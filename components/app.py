@@ -69,7 +69,7 @@ class App(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:App", name, None, opts)
-        stack, settings, topo, networks, credentials = ctx.stack, ctx.settings, ctx.topo, ctx.networks, ctx.credentials
+        stack, settings, topo, _, networks, credentials = ctx
         app = settings.app
         if app.build is not None:
             image, image_ref = _build(app.build, self), app.build.image_name

@@ -91,7 +91,7 @@ class BackupService(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:BackupService", name, None, opts)
-        stack, settings, topo, networks, credentials = ctx.stack, ctx.settings, ctx.topo, ctx.networks, ctx.credentials
+        stack, settings, topo, _, networks, credentials = ctx
         sources = dict(topo.backup_sources)
         mounts: Sequence[Mount] = [
             Mount(topo.backup_work_dir, volume=work_volume),

@@ -24,14 +24,7 @@ class Cache(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Cache", name, None, opts)
-        stack, settings, topo, versions, networks, credentials = (
-            ctx.stack,
-            ctx.settings,
-            ctx.topo,
-            ctx.versions,
-            ctx.networks,
-            ctx.credentials,
-        )
+        stack, settings, topo, versions, networks, credentials = ctx
         users = {
             "app": credentials.redis_app,
             "exporter": credentials.redis_exporter,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from components.credentials import Credentials
 from components.network import Networks
@@ -11,8 +11,9 @@ from configs.render import ServerVersions
 from configs.topology import Topology
 
 
-@dataclass(frozen=True)
-class StackContext:
+class StackContext(NamedTuple):
+    """Unpacks in this order: `stack, settings, topo, versions, networks, credentials = ctx`."""
+
     stack: str
     settings: Settings
     topo: Topology

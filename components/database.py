@@ -40,14 +40,7 @@ class Database(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Database", name, None, opts)
-        stack, settings, topo, versions, networks, credentials = (
-            ctx.stack,
-            ctx.settings,
-            ctx.topo,
-            ctx.versions,
-            ctx.networks,
-            ctx.credentials,
-        )
+        stack, settings, topo, versions, networks, credentials = ctx
         files = render_postgres(settings, topo, versions)
         database_tls = credentials.database_tls
         self.data = data_mount(

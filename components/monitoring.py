@@ -43,7 +43,7 @@ class Monitoring(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Monitoring", name, None, opts)
-        stack, settings, topo, networks, credentials = ctx.stack, ctx.settings, ctx.topo, ctx.networks, ctx.credentials
+        stack, settings, topo, _, networks, credentials = ctx
         self._stack = stack
         self._settings = settings
         self._networks = networks

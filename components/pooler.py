@@ -26,14 +26,7 @@ class Pooler(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Pooler", name, None, opts)
-        stack, settings, topo, versions, networks, credentials = (
-            ctx.stack,
-            ctx.settings,
-            ctx.topo,
-            ctx.versions,
-            ctx.networks,
-            ctx.credentials,
-        )
+        stack, settings, topo, versions, networks, credentials = ctx
         config_dir = topo.pgbouncer_config_dir
         userlist = pulumi.Output.all(
             credentials.pgbouncer_admin.scram_verifier, credentials.pgbouncer_stats.scram_verifier

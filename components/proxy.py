@@ -50,7 +50,7 @@ class Proxy(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Proxy", name, None, opts)
-        stack, settings, topo, versions, networks = ctx.stack, ctx.settings, ctx.topo, ctx.versions, ctx.networks
+        stack, settings, topo, versions, networks, _ = ctx
         child = pulumi.ResourceOptions(parent=self)
         key = tls.PrivateKey("fallback-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         fallback = tls.SelfSignedCert(

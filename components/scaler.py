@@ -44,7 +44,7 @@ def proxy_command() -> list[str]:
 class AppScaler(pulumi.ComponentResource):
     def __init__(self, name: str, ctx: StackContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stories:platform:AppScaler", name, None, opts)
-        stack, settings, networks = ctx.stack, ctx.settings, ctx.networks
+        stack, settings, _, _, networks, _ = ctx
         resources = settings.scaling.resources
         proxy = HardenedContainer(
             "socket-proxy",

@@ -24,12 +24,7 @@ def resource_policy(policy: ResourcePolicy) -> ResourceValidationPolicy:
         for message in policy.validate(args.resource_type, args.props, args.name):
             report_violation(message, None)
 
-    return ResourceValidationPolicy(
-        name=policy.name,
-        description=policy.description,
-        validate=validate,
-        enforcement_level=EnforcementLevel.MANDATORY,
-    )
+    return ResourceValidationPolicy(policy.name, policy.description, validate, EnforcementLevel.MANDATORY)
 
 
 def stack_policy(policy: StackPolicy) -> StackValidationPolicy:
@@ -40,12 +35,7 @@ def stack_policy(policy: StackPolicy) -> StackValidationPolicy:
         for message in policy.validate(resources):
             report_violation(message, None)
 
-    return StackValidationPolicy(
-        name=policy.name,
-        description=policy.description,
-        validate=validate,
-        enforcement_level=EnforcementLevel.MANDATORY,
-    )
+    return StackValidationPolicy(policy.name, policy.description, validate, EnforcementLevel.MANDATORY)
 
 
 PolicyPack(

@@ -37,8 +37,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def plan_diff(repo: Path, base: str = "main") -> str:
-    result = subprocess.run(
+def run_plan_diff(repo: Path, base: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "tools.plan_diff", "--base", base],
         cwd=repo,
         env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
@@ -47,6 +47,10 @@ def plan_diff(repo: Path, base: str = "main") -> str:
         timeout=300,
         check=False,
     )
+
+
+def plan_diff(repo: Path, base: str = "main") -> str:
+    result = run_plan_diff(repo, base)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -81,15 +85,7 @@ def test_one_value_names_the_resource_the_input_and_the_file_lines(repo: Path) -
 
 @E2E
 def test_bad_base_ref_is_one_clear_message(repo: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tools.plan_diff", "--base", "no-such-ref"],
-        cwd=repo,
-        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_plan_diff(repo, "no-such-ref")
     assert result.returncode != 0
     assert result.stderr.strip().startswith("BASE = 'no-such-ref': not a git ref here")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -26,11 +27,35 @@ from configs.render import ServerVersions
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A loopback port that is free now and that no other server of this run was given. It lies
+    outside the kernel's ephemeral range: a port from there can be taken as the source port of some
+    client connection between the moment it is chosen and the moment the server binds it."""
+    low, high = _ephemeral_range()
+    candidates = range(20000, low) if low > 21000 else range(high + 1, 65535)
+    for _ in range(500):
+        port = random.choice(candidates)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise AssertionError(f"no free loopback port in {candidates}")
 
 
 def _version(argv: Sequence[str], pattern: str) -> tuple[int, ...]:
@@ -144,8 +169,12 @@ class Server:
             if self.process and self.process.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
             with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
+                listening = sock.connect_ex(("127.0.0.1", port)) == 0
+            if listening:
+                time.sleep(0.1)  # something answers: make sure it is this server, still running
+                if self.process and self.process.poll() is not None:
+                    raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+                return
             time.sleep(0.05)
         raise AssertionError(f"{self.name} did not listen on {port} in {timeout}s:\n{self.log()}")
 

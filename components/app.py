@@ -108,6 +108,7 @@ class App(pulumi.ComponentResource):
                     networks=[
                         Attachment(networks.app, ["app", app_hostname(replica)]),
                         Attachment(networks.backend, [app_hostname(replica)]),
+                        *networks.egress_of("app"),
                     ],
                     env=env,
                     user=f"{APP_UID}:{APP_UID}",

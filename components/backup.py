@@ -23,7 +23,7 @@ from components.settings import Settings
 from configs.backup import render_backup_config
 from configs.monitoring import BACKUP_METRICS_PORT
 from configs.render import render_pgbackrest
-from configs.topology import Topology
+from configs.topology import S3_CA_FILE, Topology
 
 POSTGRES_UID = "999"
 IMAGE_SOURCES = (
@@ -75,8 +75,11 @@ def repository_env(
 
 
 def pgbackrest_upload(settings: Settings, topo: Topology) -> UploadDir:
-    conf = render_pgbackrest(settings, topo)["pgbackrest.conf"]
-    return UploadDir(topo.pgbackrest_config_dir, [Upload("pgbackrest.conf", conf)])
+    """pgBackRest's config (and the S3 endpoint's CA, when it has a private one; restic reads it too)."""
+    files = [Upload("pgbackrest.conf", render_pgbackrest(settings, topo)["pgbackrest.conf"])]
+    if settings.backup.s3.ca_certificate_pem:
+        files.append(Upload(S3_CA_FILE, settings.backup.s3.ca_certificate_pem))
+    return UploadDir(topo.pgbackrest_config_dir, files)
 
 
 class BackupService(pulumi.ComponentResource):
@@ -114,7 +117,11 @@ class BackupService(pulumi.ComponentResource):
                 image=image[0],
                 image_ref=image[1],
                 resources=settings.backup.resources,
-                networks=[Attachment(networks.monitoring, ["backup"]), Attachment(networks.backend, ["backup"])],
+                networks=[
+                    Attachment(networks.monitoring, ["backup"]),
+                    Attachment(networks.backend, ["backup"]),
+                    *networks.egress_of("backup"),
+                ],
                 entrypoint=["stories-backup"],
                 command=["--config", f"{CONFIG_DIR}/backup.json", "service"],
                 env=repository_env(settings, credentials, bucket, restic=True),

@@ -5,9 +5,13 @@ every capability dropped except the ones a spec names (with its reason), read-on
 a healthcheck, labels naming stack and service, explicit network_mode, fixed name with
 delete-before-replace.
 
-Docker refuses to copy files into a read-only container's root filesystem (and into read-only volume
-mounts), so each directory that receives uploaded config files is backed by a small named volume
-mounted read-write there; the service's user owns nothing in it, the files are 0444/0400.
+Config files reach a read-only service through a config container. The Docker provider copies a
+container's `uploads` as one archive extracted at `/`, and Docker refuses any extraction at `/` into a
+container whose root filesystem is read-only, even when every file lands in a volume. So each directory
+of uploaded files is a small named volume; a config container `<name>-config` (same image, writable
+root, never started, no network) receives the uploads into those volumes, and the service mounts them
+read-only. The config container's id is a label of the service: when a file changes, the config
+container is replaced, its id changes, and so the service is replaced and starts with the new files.
 """
 
 from __future__ import annotations
@@ -110,8 +114,13 @@ def _env_list(env: Mapping[str, pulumi.Input[str]]) -> list[pulumi.Input[str]]:
     return [pulumi.Output.concat(name, "=", value) for name, value in sorted(env.items())]
 
 
+CONFIG_RESOURCES = Resources.model_validate({"memoryMb": 16, "memoryReservationMb": 8, "cpus": 0.05})
+CONFIG_ROLE = "config"
+NEVER_STARTED = "never started: it only holds the files uploaded into the service's config volumes"
+
+
 class HardenedContainer(pulumi.ComponentResource):
-    """A container built from a `ServiceSpec`, with the volumes its uploads need."""
+    """A container built from a `ServiceSpec`, with its config volumes and config container."""
 
     container: docker.Container
 
@@ -121,118 +130,162 @@ class HardenedContainer(pulumi.ComponentResource):
             raise ValueError(f"{spec.service}: a container without a healthcheck must say why")
         container_name = f"{stack}-{name}"
         child = pulumi.ResourceOptions(parent=self)
+        labels = _labels(stack, spec)
         mounts = list(spec.mounts)
-        if spec.read_only:
+        if spec.upload_dirs:
+            volumes = [_config_volume(container_name, stack, spec, directory, child) for directory in spec.upload_dirs]
+            config = self._config_container(name, container_name, stack, spec, volumes)
             mounts += [
-                self._config_volume(container_name, stack, spec, directory, child) for directory in spec.upload_dirs
+                Mount(directory.path, volume=volume, read_only=True)
+                for directory, volume in zip(spec.upload_dirs, volumes, strict=True)
             ]
+            labels.append(docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.config", value=config.id))
         self.container = docker.Container(
             name,
-            docker.ContainerArgs(
-                name=container_name,
-                image=spec.image,
-                hostname=name,
-                command=list(spec.command) if spec.command is not None else None,
-                entrypoints=list(spec.entrypoint) if spec.entrypoint is not None else None,
-                envs=_env_list(spec.env) if spec.env else None,
-                user=spec.user,
-                memory=spec.resources.memory_mb,
-                memory_reservation=spec.resources.memory_reservation_mb,
-                cpus=f"{spec.resources.cpus:g}",
-                restart="unless-stopped",
-                must_run=spec.start,
-                start=spec.start,
-                read_only=spec.read_only,
-                tmpfs=dict(spec.tmpfs) or None,
-                security_opts=["no-new-privileges:true"],
-                capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=sorted(spec.cap_add) or None),
-                log_driver="json-file",
-                log_opts=LOG_OPTS,
-                network_mode=spec.networks[0].network.name,
-                networks_advanced=[
-                    docker.ContainerNetworksAdvancedArgs(name=attachment.network.name, aliases=list(attachment.aliases))
-                    for attachment in spec.networks
-                ],
-                ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip) for p in spec.ports]
-                or None,
-                volumes=[self._volume_args(mount) for mount in mounts] or None,
-                uploads=[
-                    self._upload_args(directory, upload) for directory in spec.upload_dirs for upload in directory.files
-                ]
-                or None,
-                healthcheck=self._healthcheck_args(spec.healthcheck),
-                stop_signal=spec.stop_signal,
-                stop_timeout=spec.stop_timeout_seconds,
-                labels=self._labels(stack, spec),
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                delete_before_replace=True,
-                replace_on_changes=["healthcheck"],
-                depends_on=list(spec.depends_on),
-            ),
+            _container_args(container_name, name, spec, labels, [_volume_args(mount) for mount in mounts]),
+            opts=_fixed_name_options(self, spec.depends_on),
         )
         self.register_outputs({"name": self.container.name})
 
-    @staticmethod
-    def _config_volume(
-        container_name: str, stack: str, spec: ServiceSpec, directory: UploadDir, opts: pulumi.ResourceOptions
-    ) -> Mount:
-        volume_name = f"{container_name}-{_slug(directory.path)}"
-        volume = docker.Volume(
-            f"{spec.service}-{_slug(directory.path)}" + (f"-{spec.replica}" if spec.replica else ""),
-            name=volume_name,
-            labels=[
-                docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.stack", value=stack),
-                docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.purpose", value="uploaded-config"),
+    def _config_container(
+        self, name: str, container_name: str, stack: str, spec: ServiceSpec, volumes: Sequence[docker.Volume]
+    ) -> docker.Container:
+        config_spec = ServiceSpec(
+            service=spec.service,
+            image=spec.image,
+            image_ref=spec.image_ref,
+            resources=CONFIG_RESOURCES,
+            networks=[],
+            healthcheck=None,
+            no_healthcheck_reason=NEVER_STARTED,
+            command=spec.command,
+            entrypoint=spec.entrypoint,
+            read_only=False,
+            start=False,  # and no replica label: the scaler manages labelled replicas only
+        )
+        labels = [
+            *_labels(stack, config_spec),
+            docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.role", value=CONFIG_ROLE),
+        ]
+        args = _container_args(
+            f"{container_name}-config",
+            None,
+            config_spec,
+            labels,
+            [
+                _volume_args(Mount(directory.path, volume=volume))
+                for directory, volume in zip(spec.upload_dirs, volumes, strict=True)
             ],
-            opts=opts,
         )
-        return Mount(target=directory.path, volume=volume)
+        args.uploads = [_upload_args(directory, upload) for directory in spec.upload_dirs for upload in directory.files]
+        return docker.Container(f"{name}-config", args, opts=_fixed_name_options(self, ()))
 
-    @staticmethod
-    def _volume_args(mount: Mount) -> docker.ContainerVolumeArgs:
-        return docker.ContainerVolumeArgs(
-            container_path=mount.target,
-            volume_name=mount.volume.name if mount.volume is not None else None,
-            host_path=mount.host_path,
-            read_only=mount.read_only,
-        )
 
-    @staticmethod
-    def _upload_args(directory: UploadDir, upload: Upload) -> docker.ContainerUploadArgs:
-        content = pulumi.Output.secret(upload.content) if upload.secret else upload.content
-        permissions = SECRET_PERMISSIONS if upload.secret else ("0555" if upload.executable else "0444")
-        return docker.ContainerUploadArgs(
-            file=f"{directory.path}/{upload.name}",
-            content=content,
-            permissions=permissions,
-            owner=directory.owner if upload.secret else None,
-        )
+def _fixed_name_options(parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
+    """Fixed names: the old container must go before its replacement can take the name."""
+    return pulumi.ResourceOptions(
+        parent=parent, delete_before_replace=True, replace_on_changes=["healthcheck"], depends_on=list(depends_on)
+    )
 
-    @staticmethod
-    def _healthcheck_args(check: Healthcheck | None) -> docker.ContainerHealthcheckArgs | None:
-        if check is None:
-            return None
-        return docker.ContainerHealthcheckArgs(
-            tests=["CMD", *check.command],
-            interval=check.interval,
-            timeout=check.timeout,
-            retries=check.retries,
-            start_period=check.start_period,
-        )
 
-    @staticmethod
-    def _labels(stack: str, spec: ServiceSpec) -> list[docker.ContainerLabelArgs]:
-        labels = {"stack": stack, "service": spec.service, "image": spec.image_ref}
-        if spec.replica is not None:
-            labels["replica"] = str(spec.replica)
-        secret_env = sorted(name for name, value in spec.env.items() if isinstance(value, pulumi.Output))
-        if secret_env:
-            labels["secret-env"] = ",".join(secret_env)
-        if spec.cap_add:
-            labels["capabilities"] = "; ".join(f"{cap}: {why}" for cap, why in sorted(spec.cap_add.items()))
-        return [docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.{key}", value=value) for key, value in labels.items()]
+def _container_args(
+    container_name: str,
+    hostname: str | None,
+    spec: ServiceSpec,
+    labels: list[docker.ContainerLabelArgs],
+    volumes: list[docker.ContainerVolumeArgs],
+) -> docker.ContainerArgs:
+    return docker.ContainerArgs(
+        name=container_name,
+        image=spec.image,
+        hostname=hostname,
+        command=list(spec.command) if spec.command is not None else None,
+        entrypoints=list(spec.entrypoint) if spec.entrypoint is not None else None,
+        envs=_env_list(spec.env) if spec.env else None,
+        user=spec.user,
+        memory=spec.resources.memory_mb,
+        memory_reservation=spec.resources.memory_reservation_mb,
+        cpus=f"{spec.resources.cpus:g}",
+        restart="unless-stopped",
+        must_run=spec.start,
+        start=spec.start,
+        read_only=spec.read_only,
+        tmpfs=dict(spec.tmpfs) or None,
+        security_opts=["no-new-privileges:true"],
+        capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=sorted(spec.cap_add) or None),
+        log_driver="json-file",
+        log_opts=LOG_OPTS,
+        network_mode=spec.networks[0].network.name if spec.networks else "none",
+        networks_advanced=[
+            docker.ContainerNetworksAdvancedArgs(name=attachment.network.name, aliases=list(attachment.aliases))
+            for attachment in spec.networks
+        ]
+        or None,
+        ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip) for p in spec.ports] or None,
+        volumes=volumes or None,
+        healthcheck=_healthcheck_args(spec.healthcheck),
+        stop_signal=spec.stop_signal,
+        stop_timeout=spec.stop_timeout_seconds,
+        labels=labels,
+    )
+
+
+def _config_volume(
+    container_name: str, stack: str, spec: ServiceSpec, directory: UploadDir, opts: pulumi.ResourceOptions
+) -> docker.Volume:
+    return docker.Volume(
+        f"{spec.service}-{_slug(directory.path)}" + (f"-{spec.replica}" if spec.replica else ""),
+        name=f"{container_name}-{_slug(directory.path)}",
+        labels=[
+            docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.stack", value=stack),
+            docker.VolumeLabelArgs(label=f"{LABEL_PREFIX}.purpose", value="uploaded-config"),
+        ],
+        opts=opts,
+    )
+
+
+def _volume_args(mount: Mount) -> docker.ContainerVolumeArgs:
+    return docker.ContainerVolumeArgs(
+        container_path=mount.target,
+        volume_name=mount.volume.name if mount.volume is not None else None,
+        host_path=mount.host_path,
+        read_only=mount.read_only,
+    )
+
+
+def _upload_args(directory: UploadDir, upload: Upload) -> docker.ContainerUploadArgs:
+    content = pulumi.Output.secret(upload.content) if upload.secret else upload.content
+    permissions = SECRET_PERMISSIONS if upload.secret else ("0555" if upload.executable else "0444")
+    return docker.ContainerUploadArgs(
+        file=f"{directory.path}/{upload.name}",
+        content=content,
+        permissions=permissions,
+        owner=directory.owner if upload.secret else None,
+    )
+
+
+def _healthcheck_args(check: Healthcheck | None) -> docker.ContainerHealthcheckArgs | None:
+    if check is None:
+        return None
+    return docker.ContainerHealthcheckArgs(
+        tests=["CMD", *check.command],
+        interval=check.interval,
+        timeout=check.timeout,
+        retries=check.retries,
+        start_period=check.start_period,
+    )
+
+
+def _labels(stack: str, spec: ServiceSpec) -> list[docker.ContainerLabelArgs]:
+    labels = {"stack": stack, "service": spec.service, "image": spec.image_ref}
+    if spec.replica is not None:
+        labels["replica"] = str(spec.replica)
+    secret_env = sorted(name for name, value in spec.env.items() if isinstance(value, pulumi.Output))
+    if secret_env:
+        labels["secret-env"] = ",".join(secret_env)
+    if spec.cap_add:
+        labels["capabilities"] = "; ".join(f"{cap}: {why}" for cap, why in sorted(spec.cap_add.items()))
+    return [docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.{key}", value=value) for key, value in labels.items()]
 
 
 def data_mount(

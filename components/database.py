@@ -57,7 +57,7 @@ class Database(pulumi.ComponentResource):
             image=image[0],
             image_ref=image[1],
             resources=settings.database.resources,
-            networks=[Attachment(networks.data, ["postgres"])],
+            networks=[Attachment(networks.data, ["postgres"]), *networks.egress_of("postgres")],
             command=["postgres", "-c", f"config_file={topo.postgres_config_dir}/postgresql.conf"],
             env={
                 "PGDATA": topo.pg_data_dir,

@@ -34,3 +34,24 @@ def parse_image(reference: str) -> ImageRef:
     if not version:
         raise ValueError(f"tag {tag!r} is not a version; pin an explicit version instead of a floating tag")
     return ImageRef(match["repository"], tag, tuple(int(part) for part in version["numbers"].split(".")))
+
+
+# Directories the images have where the stack mounts a writable named volume, with their owner's uid:
+# Docker gives a new named volume the owner and mode of the image's directory, and a directory the image
+# does not have yields a volume root-owned 0755 that a non-root service cannot write. Read from the
+# images' Dockerfiles (postgres: docker-library/postgres; redis: docker-library/redis; prom/prometheus,
+# prom/alertmanager, grafana/grafana; the app's Dockerfile; backup/Dockerfile for the backup volume).
+POSTGRES_IMAGE_DIRECTORIES = {
+    "/var/lib/postgresql/data": 999,
+    "/var/run/postgresql": 999,
+    "/var/lib/stories-backup": 999,  # backup/Dockerfile creates it (the image the stack builds)
+}
+IMAGE_DIRECTORIES: dict[str, dict[str, int]] = {
+    "postgres": POSTGRES_IMAGE_DIRECTORIES,
+    "backup": POSTGRES_IMAGE_DIRECTORIES,
+    "redis": {"/data": 999},
+    "prometheus": {"/prometheus": 65534},
+    "alertmanager": {"/alertmanager": 65534},
+    "grafana": {"/var/lib/grafana": 472},
+    "app": {"/app/uploads": 1001, "/app/public/books": 1001},
+}

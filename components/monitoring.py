@@ -66,6 +66,8 @@ class Monitoring(pulumi.ComponentResource):
             ],
             uploads=self._config_files("prometheus", files),
             data="/prometheus",
+            # The app network: Prometheus finds the running replicas by their alias there (DNS).
+            extra_network=networks.app,
             host_port=m.prometheus_host_port,
             health_path="/-/healthy",
         )
@@ -90,25 +92,8 @@ class Monitoring(pulumi.ComponentResource):
             mounts=[Mount("/host", host_path="/", read_only=True)],
             health_path="/metrics",
         )
-        self._run(
-            "cadvisor",
-            m.resources.cadvisor,
-            8080,
-            command=[
-                "--docker_only=true",
-                "--housekeeping_interval=30s",
-                "--store_container_labels=false",
-                "--disable_metrics=percpu,sched,tcp,udp,hugetlb,referenced_memory,cpu_topology,resctrl",
-            ],
-            mounts=[
-                Mount("/rootfs", host_path="/", read_only=True),
-                Mount("/var/run", host_path="/var/run", read_only=True),
-                Mount("/sys", host_path="/sys", read_only=True),
-                Mount("/var/lib/docker", host_path="/var/lib/docker", read_only=True),
-            ],
-            user="0",  # reads the Docker daemon's root-owned state; no capability added
-            health_path="/healthz",
-        )
+        if m.cadvisor:
+            self._cadvisor(m.resources.cadvisor)
         database_tls = credentials.database_tls
         self._run(
             "postgres-exporter",
@@ -180,6 +165,27 @@ class Monitoring(pulumi.ComponentResource):
         if m.grafana.enabled:
             self._grafana(files, credentials)
         self.register_outputs({"prometheus": f"http://127.0.0.1:{m.prometheus_host_port}"})
+
+    def _cadvisor(self, resources: Resources) -> None:
+        self._run(
+            "cadvisor",
+            resources,
+            8080,
+            command=[
+                "--docker_only=true",
+                "--housekeeping_interval=30s",
+                "--store_container_labels=false",
+                "--disable_metrics=percpu,sched,tcp,udp,hugetlb,referenced_memory,cpu_topology,resctrl",
+            ],
+            mounts=[
+                Mount("/rootfs", host_path="/", read_only=True),
+                Mount("/var/run", host_path="/var/run", read_only=True),
+                Mount("/sys", host_path="/sys", read_only=True),
+                Mount("/var/lib/docker", host_path="/var/lib/docker", read_only=True),
+            ],
+            user="0",  # reads the Docker daemon's root-owned state; no capability added
+            health_path="/healthz",
+        )
 
     @staticmethod
     def _config_files(service: str, files: Mapping[str, Mapping[str, str]]) -> list[Upload]:

@@ -57,7 +57,7 @@ class Platform(pulumi.ComponentResource):
             )
 
         credentials = Credentials("credentials", pulumi.ResourceOptions(parent=self))
-        networks = Networks("networks", stack, settings.networks, settings.scaling.enabled, on_docker())
+        networks = Networks("networks", stack, settings, on_docker())
         ctx = StackContext(stack, settings, topo, versions, networks, credentials)
         self.outputs: dict[str, pulumi.Input[object]] = {}
         bucket = self._bucket(stack, settings) if settings.backup.s3.enabled else None

@@ -13,30 +13,26 @@ from components.images_resource import pull
 from components.network import Networks
 from components.settings import Settings
 from configs import healthchecks
-from configs.render import render_nginx
-from configs.topology import Topology
+from configs.render import ACME_CA_FILE, render_certbot, render_nginx
+from configs.topology import LETSENCRYPT_DIR, NGINX_UID, Topology
 
-NGINX_UID = "101"
-LETSENCRYPT_DIR = "/etc/letsencrypt"
 SELF_SIGNED_VALIDITY_HOURS = 365 * 24
+CERTBOT_DIR = "/etc/stories/certbot"
 
 
-def certbot_script(settings: Settings, topo: Topology) -> str:
-    """Obtain the certificate once, then try renewal every renewIntervalHours. The deploy hook hands
-    the key to nginx's uid (hence CAP_CHOWN) in the directory nginx's start script looks at."""
-    tls_settings = settings.proxy.tls
-    staging = " --staging" if tls_settings.acme_staging else ""
-    hook = (
-        f"install -D -o {NGINX_UID} -g {NGINX_UID} -m 0400 $RENEWED_LINEAGE/privkey.pem "
-        f"{topo.letsencrypt_live_dir}/privkey.pem && "
-        f"install -D -m 0444 $RENEWED_LINEAGE/fullchain.pem {topo.letsencrypt_live_dir}/fullchain.pem"
+def certbot_healthcheck(topo: Topology) -> list[str]:
+    """Healthy while the certificate nginx serves has more than a sixth of its lifetime left: certbot
+    renews at a third (30 of 90 days), so unhealthy means renewals have failed for weeks; and unhealthy
+    when there is no certificate at all after the start period. Whatever the lifetime of the CA's
+    certificates, and unlike the age of certbot's archive files, which only grows."""
+    script = (
+        "import datetime, sys; from cryptography import x509; "
+        f"c = x509.load_pem_x509_certificate(open('{topo.letsencrypt_live_dir}/fullchain.pem', 'rb').read()); "
+        "end = getattr(c, 'not_valid_after_utc', None) or c.not_valid_after.replace(tzinfo=datetime.timezone.utc); "
+        "start = getattr(c, 'not_valid_before_utc', None) or c.not_valid_before.replace(tzinfo=datetime.timezone.utc); "
+        "sys.exit(0 if end - datetime.datetime.now(datetime.timezone.utc) > (end - start) / 6 else 1)"
     )
-    common = f"--webroot -w {topo.nginx_acme_dir} --non-interactive --deploy-hook '{hook}'{staging}"
-    return (
-        f"certbot certonly {common} --agree-tos --email {tls_settings.email} -d {settings.domain} "
-        f"--keep-until-expiring; "
-        f"while :; do sleep {tls_settings.renew_interval_hours * 3600}; certbot renew {common}; done"
-    )
+    return ["python3", "-c", script]
 
 
 class Proxy(pulumi.ComponentResource):
@@ -77,7 +73,9 @@ class Proxy(pulumi.ComponentResource):
             image=pull("nginx", settings.images.nginx, self),
             image_ref=settings.images.nginx,
             resources=settings.proxy.resources,
-            networks=[Attachment(networks.edge, ["nginx"]), Attachment(networks.app, ["nginx"])],
+            # The domain as an alias: a peer on the edge network (certbot's self-check, an ACME test
+            # server) reaches the site by its public name.
+            networks=[Attachment(networks.edge, ["nginx", settings.domain]), Attachment(networks.app, ["nginx"])],
             entrypoint=["/bin/sh", f"{topo.nginx_config_dir}/start.sh"],
             user=f"{NGINX_UID}:{NGINX_UID}",
             upload_dirs=[
@@ -89,7 +87,7 @@ class Proxy(pulumi.ComponentResource):
                         Upload(f"{fallback_dir}/fullchain.pem", fallback.cert_pem),
                         Upload(f"{fallback_dir}/privkey.pem", pulumi.Output.secret(key.private_key_pem), secret=True),
                     ],
-                    owner=NGINX_UID,
+                    owner=str(NGINX_UID),
                 )
             ],
             mounts=[
@@ -117,25 +115,28 @@ class Proxy(pulumi.ComponentResource):
         acme: docker.Volume,
         letsencrypt: docker.Volume,
     ) -> None:
+        tls_settings = settings.proxy.tls
+        uploads = [Upload("certbot.sh", render_certbot(settings, topo)["certbot.sh"], executable=True)]
+        env: dict[str, pulumi.Input[str]] = {}
+        if tls_settings.acme_ca_certificate_pem:
+            uploads.append(Upload(ACME_CA_FILE, tls_settings.acme_ca_certificate_pem))
+            env["REQUESTS_CA_BUNDLE"] = f"{CERTBOT_DIR}/{ACME_CA_FILE}"  # certbot talks to ACME with requests
         spec = ServiceSpec(
             service="certbot",
             image=pull("certbot", settings.images.certbot, self),
             image_ref=settings.images.certbot,
             resources=settings.proxy.certbot_resources,
             networks=[Attachment(networks.edge, ["certbot"])],
-            entrypoint=["/bin/sh", "-c", certbot_script(settings, topo)],
+            entrypoint=["/bin/sh", f"{CERTBOT_DIR}/certbot.sh"],
+            env=env,
+            upload_dirs=[UploadDir(CERTBOT_DIR, uploads)],
             mounts=[Mount(topo.nginx_acme_dir, volume=acme), Mount(LETSENCRYPT_DIR, volume=letsencrypt)],
             tmpfs={
                 "/tmp": "rw,noexec,nosuid,size=32m",
                 "/var/log/letsencrypt": "rw,noexec,nosuid,size=16m",
                 "/var/lib/letsencrypt": "rw,noexec,nosuid,size=16m",
             },
-            cap_add={"CHOWN": "the deploy hook gives the renewed private key to nginx's uid"},
-            # Healthy while no certificate it manages is older than 80 days (renewal happens at 60).
-            healthcheck=Healthcheck(
-                ["sh", "-c", f'test -z "$(find {LETSENCRYPT_DIR}/archive -name "cert*.pem" -mtime +80 2>/dev/null)"'],
-                interval="1h",
-                start_period="5m",
-            ),
+            cap_add={"CHOWN": "the deploy hook gives the key to nginx's uid; the backup group gets read access"},
+            healthcheck=Healthcheck(certbot_healthcheck(topo), interval="1h", start_period="15m"),
         )
         HardenedContainer("certbot", stack, spec, pulumi.ResourceOptions(parent=self))

@@ -24,7 +24,7 @@ IMAGE_SOURCES = (
 )
 SCALER_UID = "10001"
 PROXY_PORT = 2375
-DOCKER_API = r"/v1\..{1,2}"
+DOCKER_API = r"/v1\.[0-9]{1,2}"
 
 
 def proxy_command() -> list[str]:
@@ -32,7 +32,7 @@ def proxy_command() -> list[str]:
         "-loglevel=info",
         "-listenip=0.0.0.0",
         "-allowfrom=scaler",
-        f"-allowGET={DOCKER_API}/containers/json",
+        f"-allowGET=({DOCKER_API})?/(version|containers/json)",
         f"-allowPOST={DOCKER_API}/containers/[a-zA-Z0-9_.-]+/(start|stop)",
         "-allowhealthcheck",
         "-watchdoginterval=600",

@@ -115,8 +115,16 @@ class HostSettings(Model):
         return self
 
 
+EGRESS_PREFIX_LENGTH = 27  # each egress network gets a /27 of `networks.egress`: 30 addresses, one service
+
+
 class NetworkSettings(Model):
-    """Subnets of the stack's Docker networks, fixed so that pg_hba can name the data network."""
+    """Subnets of the stack's Docker networks, fixed so that pg_hba can name the data network.
+
+    `egress` is split into one small network per service that must reach outside (S3, outside APIs):
+    each such service gets a network of its own, so reaching the internet never means sharing a network
+    with another service. `egressInternal` is for an isolated test host only (the e2e stack): those
+    networks then have no route out and the outside services are stand-ins attached to them."""
 
     edge: IPv4Network = IPv4Network("172.30.0.0/24")
     app: IPv4Network = IPv4Network("172.30.1.0/24")
@@ -124,10 +132,17 @@ class NetworkSettings(Model):
     data: IPv4Network = IPv4Network("172.30.3.0/24")
     monitoring: IPv4Network = IPv4Network("172.30.4.0/24")
     control: IPv4Network = IPv4Network("172.30.5.0/24")
+    egress: IPv4Network = Field(default=IPv4Network("172.30.8.0/24"), description="split into /27s")
+    egress_internal: bool = False
+
+    def subnets(self) -> dict[str, IPv4Network]:
+        return {name: value for name, value in self if isinstance(value, IPv4Network)}
 
     @model_validator(mode="after")
     def _disjoint(self) -> NetworkSettings:
-        subnets = self.model_dump()
+        if self.egress.prefixlen > EGRESS_PREFIX_LENGTH - 2:
+            raise ValueError(f"egress ({self.egress}) must be a /{EGRESS_PREFIX_LENGTH - 2} or larger")
+        subnets = self.subnets()
         for name, subnet in subnets.items():
             for other, other_subnet in subnets.items():
                 if name < other and subnet.overlaps(other_subnet):
@@ -146,7 +161,8 @@ class Images(Model):
     prometheus: PinnedImage = "prom/prometheus:v2.53.3"
     alertmanager: PinnedImage = "prom/alertmanager:v0.27.0"
     node_exporter: PinnedImage = "prom/node-exporter:v1.8.2"
-    cadvisor: PinnedImage = "gcr.io/cadvisor/cadvisor:v0.49.1"
+    # v0.57 negotiates the Docker API version (Engine 29.0-29.2 refuse the 1.41 that v0.49 asked for).
+    cadvisor: PinnedImage = "ghcr.io/google/cadvisor:v0.57.0"
     postgres_exporter: PinnedImage = "quay.io/prometheuscommunity/postgres-exporter:v0.16.0"
     pgbouncer_exporter: PinnedImage = "prometheuscommunity/pgbouncer-exporter:v0.10.2"
     redis_exporter: PinnedImage = "oliver006/redis_exporter:v1.66.0"
@@ -260,10 +276,18 @@ class RedisSettings(Model):
 
 
 class TlsSettings(Model):
+    """`acmeDirectoryUrl` and `acmeCaCertificatePem` point certbot at another ACME server than Let's
+    Encrypt's (a private CA, or the e2e stack's test server); `retrySeconds` is how soon certbot tries
+    again after a failed attempt; nginx checks for a new certificate every `reloadCheckSeconds`."""
+
     mode: Literal["self-signed", "letsencrypt"] = "self-signed"
     email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
     acme_staging: bool = False
+    acme_directory_url: str | None = Field(default=None, pattern=r"^https://[^\s'\"]+$")
+    acme_ca_certificate_pem: str | None = Field(default=None, pattern=r"^-----BEGIN CERTIFICATE-----\n")
     renew_interval_hours: int = Field(default=12, ge=1, le=168)
+    retry_seconds: int = Field(default=300, ge=5, le=86400)
+    reload_check_seconds: int = Field(default=60, ge=5, le=3600)
 
     @model_validator(mode="after")
     def _email_for_acme(self) -> TlsSettings:
@@ -358,7 +382,11 @@ class MonitoringResources(Model):
 
 
 class MonitoringSettings(Model):
+    """`cadvisor` off only where cAdvisor cannot run (the e2e host has no image of it): the per-container
+    series, the scaler's CPU signal and the container alerts are then absent."""
+
     enabled: bool = True
+    cadvisor: bool = True
     retention_days: int = Field(default=15, ge=1, le=3650)
     scrape_interval_seconds: int = Field(default=15, ge=5, le=300)
     prometheus_host_port: int = Field(default=9090, ge=1024, le=65535)
@@ -391,6 +419,17 @@ class S3BackupSettings(Model):
     writer: Literal["user", "role"] = "user"
     writer_trusted_principal_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:.+$")
     force_destroy: bool = False
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$",
+        description="an S3-compatible endpoint host[:port] instead of AWS's regional one",
+    )
+    uri_style: Literal["host", "path"] = "host"
+    ca_certificate_pem: str | None = Field(
+        default=None,
+        pattern=r"^-----BEGIN CERTIFICATE-----\n",
+        description="PEM of the CA that signed the endpoint's certificate, when it is not a public one",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> S3BackupSettings:

@@ -4,8 +4,15 @@ and the inventory of containers the stack runs (for the host-size check)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 
-from components.settings import NON_POOL_CONNECTIONS, SUPERUSER_RESERVED_CONNECTIONS, Resources, Settings
+from components.settings import (
+    EGRESS_PREFIX_LENGTH,
+    NON_POOL_CONNECTIONS,
+    SUPERUSER_RESERVED_CONNECTIONS,
+    Resources,
+    Settings,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,26 @@ def created_app_replicas(settings: Settings) -> int:
     return settings.app.max_replicas if settings.scaling.enabled else settings.app.replicas
 
 
+EGRESS_ORDER = ("app", "postgres", "backup")
+
+
+def egress_services(settings: Settings) -> dict[str, str]:
+    """Services that must reach outside the host, and why; each gets an egress network of its own.
+    (certbot reaches the ACME server from the public edge network; Alertmanager its receivers from
+    the monitoring network: both are networks with a route out already.)"""
+    services = {"app": "e-mail, OAuth and the OpenAI API the app calls"}
+    if settings.backup.s3.enabled:
+        services["postgres"] = "archive_command pushes WAL to the S3 repository"
+        services["backup"] = "pgBackRest and restic write to the S3 repositories"
+    return services
+
+
+def egress_subnet(settings: Settings, service: str) -> IPv4Network:
+    """The /27 of `networks.egress` for `service`, fixed by the service's place in EGRESS_ORDER."""
+    index = EGRESS_ORDER.index(service)
+    return list(settings.networks.egress.subnets(new_prefix=EGRESS_PREFIX_LENGTH))[index]
+
+
 def container_budget(settings: Settings) -> dict[str, tuple[Resources, int]]:
     """Every long-running container of the stack: service -> (resources, how many). The app counts
     at maxReplicas, since the host must hold the most the scaler may run."""
@@ -62,7 +89,6 @@ def container_budget(settings: Settings) -> dict[str, tuple[Resources, int]]:
                 "prometheus": (monitoring.resources.prometheus, 1),
                 "alertmanager": (monitoring.resources.alertmanager, 1),
                 "node-exporter": (monitoring.resources.node_exporter, 1),
-                "cadvisor": (monitoring.resources.cadvisor, 1),
                 "postgres-exporter": (monitoring.resources.exporter, 1),
                 "pgbouncer-exporter": (monitoring.resources.exporter, 1),
                 "redis-exporter": (monitoring.resources.exporter, 1),
@@ -70,6 +96,8 @@ def container_budget(settings: Settings) -> dict[str, tuple[Resources, int]]:
                 "blackbox-exporter": (monitoring.resources.exporter, 1),
             }
         )
+        if monitoring.cadvisor:
+            budget["cadvisor"] = (monitoring.resources.cadvisor, 1)
         if monitoring.grafana.enabled:
             budget["grafana"] = (monitoring.grafana.resources, 1)
     return budget

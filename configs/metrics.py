@@ -27,7 +27,7 @@ Source = Literal[
 SOURCES: dict[Source, str] = {
     "prometheus": "Prometheus itself: `up` for every scrape target, `ALERTS` for firing alerts",
     "node-exporter": "prom/node-exporter v1.8 (collectors cpu, meminfo, filesystem, loadavg)",
-    "cadvisor": "cAdvisor v0.49 (per-container cgroup statistics)",
+    "cadvisor": "cAdvisor v0.57 (per-container cgroup statistics)",
     "postgres-exporter": "prometheus-community postgres_exporter v0.16 (default collectors)",
     "pgbouncer-exporter": "prometheus-community pgbouncer_exporter v0.10 (SHOW POOLS/STATS/DATABASES)",
     "redis-exporter": "oliver006 redis_exporter v1.66 (INFO)",

@@ -14,8 +14,6 @@ from typing import Any
 import yaml
 
 from components.settings import Receiver, Settings
-from components.tuning import created_app_replicas
-from configs.topology import app_hostname
 
 CONFIG_DIR = "/etc/stories"
 BACKUP_METRICS_PORT = 9401
@@ -99,6 +97,15 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
             "critical",
             "App replica {{ $labels.instance }} fails its health check",
             f"GET /api/health on {{{{ $labels.instance }}}} has failed for more than {down}.",
+        ),
+        AlertRule(
+            "AppReplicasBelowFloor",
+            f'(count(probe_success{{job="{BLACKBOX_JOB}"}} == 1) or vector(0)) < {settings.app.replicas}',
+            down,
+            "critical",
+            "Fewer healthy app replicas than app.replicas",
+            f"{{{{ $value }}}} replicas answer their health check; the stack always runs at least "
+            f"{settings.app.replicas}. A replica that exited or was removed is no longer probed at all.",
         ),
         AlertRule(
             "DatabaseConnectionFailures",
@@ -218,24 +225,29 @@ def render_rules(settings: Settings) -> dict[str, str]:
     return {"alerts.yml": _dump_yaml(alerts), "recording.yml": _dump_yaml(records)}
 
 
-def blackbox_targets(settings: Settings) -> list[str]:
-    return [
-        f"http://{app_hostname(replica)}:{settings.app.port}{settings.app.health_path}"
-        for replica in range(1, created_app_replicas(settings) + 1)
-    ]
+APP_ALIAS = "app"  # every app replica's alias on the app network: Docker's DNS answers with the running ones
+
+
+def app_discovery(settings: Settings) -> list[dict[str, Any]]:
+    """The running app replicas, found through Docker's DNS: a replica the scaler keeps stopped has no
+    DNS entry, so it is neither scraped nor probed (a static target would be down and alerting)."""
+    return [{"names": [APP_ALIAS], "type": "A", "port": settings.app.port, "refresh_interval": "15s"}]
 
 
 def render_prometheus(settings: Settings) -> str:
     monitoring = settings.monitoring
     jobs: list[dict[str, Any]] = [{"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}]
-    jobs += [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in EXPORTER_TARGETS.items()]
+    jobs += [
+        {"job_name": job, "static_configs": [{"targets": [target]}]}
+        for job, target in EXPORTER_TARGETS.items()
+        if job != "cadvisor" or monitoring.cadvisor
+    ]
     if monitoring.grafana.enabled:
         jobs.append({"job_name": "grafana", "static_configs": [{"targets": ["grafana:3000"]}]})
     jobs.append({"job_name": "backup", "static_configs": [{"targets": [f"backup:{BACKUP_METRICS_PORT}"]}]})
     if settings.app.metrics_path:
-        targets = [f"{app_hostname(r)}:{settings.app.port}" for r in range(1, created_app_replicas(settings) + 1)]
         jobs.append(
-            {"job_name": "app", "metrics_path": settings.app.metrics_path, "static_configs": [{"targets": targets}]}
+            {"job_name": "app", "metrics_path": settings.app.metrics_path, "dns_sd_configs": app_discovery(settings)}
         )
     if settings.scaling.enabled:
         jobs.append({"job_name": "scaler", "static_configs": [{"targets": [f"scaler:{SCALER_METRICS_PORT}"]}]})
@@ -244,9 +256,13 @@ def render_prometheus(settings: Settings) -> str:
             "job_name": BLACKBOX_JOB,
             "metrics_path": "/probe",
             "params": {"module": ["http_2xx"]},
-            "static_configs": [{"targets": blackbox_targets(settings)}],
+            "dns_sd_configs": app_discovery(settings),
             "relabel_configs": [
-                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {
+                    "source_labels": ["__address__"],
+                    "target_label": "__param_target",
+                    "replacement": f"http://$1{settings.app.health_path}",
+                },
                 {"source_labels": ["__param_target"], "target_label": "instance"},
                 {"target_label": "__address__", "replacement": BLACKBOX_TARGET},
             ],

@@ -18,7 +18,7 @@ import jinja2
 from components.settings import SUPERUSER_RESERVED_CONNECTIONS, Settings
 from components.tuning import postgres_tuning
 from configs import monitoring
-from configs.topology import BACKUP_STANZA, ROLES, Topology
+from configs.topology import BACKUP_GID, BACKUP_STANZA, LETSENCRYPT_DIR, NGINX_UID, ROLES, Topology
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -146,12 +146,46 @@ def render_nginx(settings: Settings, topo: Topology, versions: ServerVersions) -
         "proxy": settings.proxy,
         "http2_directive": versions.nginx >= (1, 25, 1),
         "resolver": topo.nginx_resolver if versions.nginx >= (1, 27, 3) else None,
-        "renew_hours": settings.proxy.tls.renew_interval_hours,
+        "check_seconds": settings.proxy.tls.reload_check_seconds,
     }
     return {
         "nginx.conf": _render("nginx/nginx.conf.j2", **context),
         "start.sh": _render("nginx/start.sh.j2", **context),
     }
+
+
+ACME_CA_FILE = "acme-ca.crt"
+
+
+def certbot_server_args(settings: Settings) -> str:
+    tls = settings.proxy.tls
+    if tls.acme_directory_url:
+        return f" --server {tls.acme_directory_url}"
+    return " --staging" if tls.acme_staging else ""
+
+
+def render_certbot(settings: Settings, topo: Topology) -> Files:
+    """certbot's loop, and the deploy hook that hands the key to nginx's uid (hence CAP_CHOWN) in the
+    directory nginx's start script watches, readable by the backup group too."""
+    tls = settings.proxy.tls
+    live = topo.letsencrypt_live_dir
+    hook = (
+        f"install -D -o {NGINX_UID} -g {BACKUP_GID} -m 0440 $RENEWED_LINEAGE/privkey.pem {live}/privkey.pem && "
+        f"install -D -m 0444 $RENEWED_LINEAGE/fullchain.pem {live}/fullchain.pem"
+    )
+    script = _render(
+        "certbot/certbot.sh.j2",
+        domain=settings.domain,
+        email=tls.email,
+        topo=topo,
+        server_args=certbot_server_args(settings),
+        deploy_hook=hook,
+        backup_gid=BACKUP_GID,
+        letsencrypt_dir=LETSENCRYPT_DIR,
+        renew_seconds=tls.renew_interval_hours * 3600,
+        retry_seconds=tls.retry_seconds,
+    )
+    return {"certbot.sh": script}
 
 
 class _Redacted(dict[str, str]):
@@ -171,6 +205,8 @@ def render_all(settings: Settings, topo: Topology, versions: ServerVersions) -> 
         "redis": render_redis(settings, topo, versions),
         "nginx": render_nginx(settings, topo, versions),
     }
+    if settings.proxy.tls.mode == "letsencrypt":
+        files["certbot"] = render_certbot(settings, topo)
     if settings.monitoring.enabled:
         rules = {f"rules/{name}": content for name, content in monitoring.render_rules(settings).items()}
         files["prometheus"] = {"prometheus.yml": monitoring.render_prometheus(settings), **rules}

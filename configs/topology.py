@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from components.settings import Settings
-from components.tuning import created_app_replicas
 
 # Roles and users the platform creates, besides the app's own.
 ROLES = {
@@ -33,6 +32,9 @@ CONFIG_ROOT = "/etc/stories"
 
 
 BACKUP_STANZA = "stories"
+BACKUP_GID = 999  # the backup service's group (the Postgres image's postgres group): reads the backed-up files
+NGINX_UID = 101  # the nginx image's user
+LETSENCRYPT_DIR = "/etc/letsencrypt"
 BACKUP_ROOT = "/var/lib/stories-backup"
 
 
@@ -50,10 +52,21 @@ class RepoLayout:
     ca_file: str | None = None
 
 
+S3_CA_FILE = "s3-ca.crt"  # in the pgBackRest config directory, when the endpoint's CA is not a public one
+
+
 def repo_layout(settings: Settings) -> RepoLayout:
     s3 = settings.backup.s3
     if s3.enabled:
-        return RepoLayout("s3", "/pgbackrest", "restic", f"s3.{s3.region}.amazonaws.com", s3.region)
+        return RepoLayout(
+            "s3",
+            "/pgbackrest",
+            "restic",
+            s3.endpoint or f"s3.{s3.region}.amazonaws.com",
+            s3.region,
+            s3.uri_style,
+            f"{CONFIG_ROOT}/pgbackrest/{S3_CA_FILE}" if s3.ca_certificate_pem else None,
+        )
     return RepoLayout("posix", f"{BACKUP_ROOT}/pgbackrest", f"{BACKUP_ROOT}/restic")
 
 
@@ -128,9 +141,9 @@ def container_topology(settings: Settings) -> Topology:
         redis_port=REDIS_PORT,
         redis_config_dir=f"{CONFIG_ROOT}/redis",
         redis_data_dir="/data",
-        app_upstreams=tuple(
-            f"{app_hostname(replica)}:{settings.app.port}" for replica in range(1, created_app_replicas(settings) + 1)
-        ),
+        # Every replica has the alias `app` on the app network, and Docker's DNS answers with the running
+        # ones: nginx reaches whichever run (re-resolving where its version can), never a stopped one.
+        app_upstreams=(f"app:{settings.app.port}",),
         nginx_resolver="127.0.0.11",  # Docker's embedded DNS
         nginx_http_port=NGINX_HTTP_PORT,
         nginx_https_port=NGINX_HTTPS_PORT,

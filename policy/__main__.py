@@ -16,7 +16,8 @@ from pulumi_policy import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project: components.images
 
-from policy.validators import RESOURCE_POLICIES, STACK_POLICIES, Resource, ResourcePolicy, StackPolicy
+from policy.props import Resource, ResourcePolicy, StackPolicy
+from policy.validators import RESOURCE_POLICIES, STACK_POLICIES
 
 
 def resource_policy(policy: ResourcePolicy) -> ResourceValidationPolicy:

@@ -8,14 +8,23 @@ Inputs are the camelCase properties Pulumi sends to the provider, as in `make pl
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from components.images import parse_image
+from policy.engine import ENGINE_RESOURCE_POLICIES, ENGINE_STACK_POLICIES
+from policy.props import (
+    CONTAINER,
+    LABEL,
+    Props,
+    Resource,
+    ResourcePolicy,
+    StackPolicy,
+    is_config_container,
+    labels,
+    service,
+)
 
-CONTAINER = "docker:index/container:Container"
-LABEL = "org.1001stories."
 # Services allowed a writable root filesystem, and why.
 WRITABLE_ROOT_ALLOWED = {"certbot": "certbot's plugins and lock files live in its image paths"}
 PUBLIC_SERVICE = "nginx"
@@ -29,26 +38,6 @@ K8S_WORKLOADS = {
     "kubernetes:batch/v1:CronJob",
     "kubernetes:core/v1:Pod",
 }
-
-Props = Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One registered resource, as a stack policy sees it."""
-
-    type: str
-    name: str
-    parent: str | None
-    props: Props
-
-
-def _labels(props: Props) -> dict[str, str]:
-    return {str(item.get("label")): str(item.get("value")) for item in props.get("labels") or []}
-
-
-def _service(props: Props, name: str) -> str:
-    return _labels(props).get(f"{LABEL}service", name)
 
 
 def _image_problem(reference: Any, where: str) -> list[str]:
@@ -89,11 +78,11 @@ def no_privileged(resource_type: str, props: Props, name: str) -> list[str]:
 def host_ports(resource_type: str, props: Props, name: str) -> list[str]:
     if resource_type != CONTAINER:
         return []
-    service = _service(props, name)
+    name_of_service = service(props, name)
     problems = []
     for port in props.get("ports") or []:
         external, ip = port.get("external"), port.get("ip") or "0.0.0.0"
-        if service == PUBLIC_SERVICE and external in PUBLIC_PORTS:
+        if name_of_service == PUBLIC_SERVICE and external in PUBLIC_PORTS:
             continue
         if ip != LOOPBACK:
             problems.append(
@@ -109,7 +98,7 @@ def pinned_images(resource_type: str, props: Props, name: str) -> list[str]:
     if resource_type == "docker:index/image:Image":
         return _image_problem(props.get("imageName"), name)
     if resource_type == CONTAINER:
-        reference = _labels(props).get(f"{LABEL}image")
+        reference = labels(props).get(f"{LABEL}image")
         if reference is None:
             return [f"{name}: label {LABEL}image with the pinned image reference is missing"]
         return _image_problem(reference, name)
@@ -132,7 +121,9 @@ def log_rotation(resource_type: str, props: Props, name: str) -> list[str]:
 
 
 def read_only_root(resource_type: str, props: Props, name: str) -> list[str]:
-    if resource_type != CONTAINER or props.get("readOnly") or _service(props, name) in WRITABLE_ROOT_ALLOWED:
+    if resource_type != CONTAINER or props.get("readOnly") or is_config_container(props):
+        return []
+    if service(props, name) in WRITABLE_ROOT_ALLOWED:
         return []
     return [f"{name}: set readOnly: true (with tmpfs for scratch paths) or add the service to WRITABLE_ROOT_ALLOWED"]
 
@@ -214,23 +205,6 @@ def s3_bucket_protections(resources: Sequence[Resource]) -> list[str]:
     return problems
 
 
-ResourceValidator = Callable[[str, Props, str], list[str]]
-
-
-@dataclass(frozen=True)
-class ResourcePolicy:
-    name: str
-    description: str
-    validate: ResourceValidator
-
-
-@dataclass(frozen=True)
-class StackPolicy:
-    name: str
-    description: str
-    validate: Callable[[Sequence[Resource]], list[str]]
-
-
 RESOURCE_POLICIES = [
     ResourcePolicy(
         "container-resources", "Every container has a memory limit, a memory reservation and cpus.", container_resources
@@ -246,6 +220,7 @@ RESOURCE_POLICIES = [
         "Kubernetes workloads: limits, non-root, no escalation, read-only.",
         kubernetes_pod_security,
     ),
+    *ENGINE_RESOURCE_POLICIES,
 ]
 STACK_POLICIES = [
     StackPolicy(
@@ -253,6 +228,7 @@ STACK_POLICIES = [
         "S3 buckets: public access blocked, encrypted, versioned, TLS only.",
         s3_bucket_protections,
     ),
+    *ENGINE_STACK_POLICIES,
 ]
 
 

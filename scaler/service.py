@@ -97,12 +97,20 @@ class DockerApi:
     def __init__(self, url: str, stack: str) -> None:
         self.url = url.rstrip("/")
         self.stack = stack
+        self._api_version: str | None = None
+
+    def _endpoint(self, path: str) -> str:
+        """`path` under the API version the engine itself speaks, asked once (GET /version): a pinned
+        version breaks on some engine (Engine 29.0-29.2 refuse anything below 1.44, older engines
+        anything above their own)."""
+        if self._api_version is None:
+            self._api_version = str(_request(f"{self.url}/version")["ApiVersion"])
+        return f"{self.url}/v{self._api_version}{path}"
 
     def replicas(self) -> list[Replica]:
         filters = json.dumps({"label": [f"{LABEL}.stack={self.stack}", f"{LABEL}.service=app"]})
-        listed = _request(
-            f"{self.url}/v1.43/containers/json?{urllib.parse.urlencode({'all': '1', 'filters': filters})}"
-        )
+        query = urllib.parse.urlencode({"all": "1", "filters": filters})
+        listed = _request(self._endpoint(f"/containers/json?{query}"))
         replicas = [
             Replica(item["Id"], int(item["Labels"][f"{LABEL}.replica"]), item["State"] == "running")
             for item in listed
@@ -111,10 +119,10 @@ class DockerApi:
         return sorted(replicas, key=lambda replica: replica.index)
 
     def start(self, replica: Replica) -> None:
-        _request(f"{self.url}/v1.43/containers/{replica.id}/start", method="POST")
+        _request(self._endpoint(f"/containers/{replica.id}/start"), method="POST")
 
     def stop(self, replica: Replica, timeout_seconds: int) -> None:
-        _request(f"{self.url}/v1.43/containers/{replica.id}/stop?t={timeout_seconds}", method="POST")
+        _request(self._endpoint(f"/containers/{replica.id}/stop?t={timeout_seconds}"), method="POST")
 
 
 class Metrics:

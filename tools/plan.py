@@ -139,18 +139,34 @@ class PlanMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
-class RecordingMonitor(mocks.MockMonitor):
-    """The mock monitor, remembering each registration with its parent's name, in order."""
+def reveal(value: Any) -> Any:
+    """Every Pulumi secret inside `value` unwrapped: for a program that applies the plan (the e2e stack)."""
+    if rpc.is_rpc_secret(value):
+        return reveal(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {key: reveal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [reveal(item) for item in value]
+    return value
 
-    def __init__(self, mocks_impl: pulumi.runtime.Mocks) -> None:
+
+class RecordingMonitor(mocks.MockMonitor):
+    """The mock monitor, remembering each registration with its parent's name, in order (the order
+    respects dependencies: a resource registers once the outputs it takes have resolved)."""
+
+    def __init__(self, mocks_impl: pulumi.runtime.Mocks, revealed: bool = False) -> None:
         super().__init__(mocks_impl)
         self.recorded: list[PlannedResource] = []
+        self.revealed = revealed
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         if request.type != "pulumi:pulumi:Stack":
             parent = _parent_name(request.parent)
             raw = rpc.deserialize_properties(request.object)
-            inputs = redact_container(raw) if request.type == CONTAINER else redact(raw)
+            if self.revealed:
+                inputs = reveal(raw)
+            else:
+                inputs = redact_container(raw) if request.type == CONTAINER else redact(raw)
             self.recorded.append(PlannedResource(request.type, request.name, parent, inputs))
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
@@ -202,29 +218,44 @@ def stack_config(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[st
 
 def run_plan(stack: str, config: Mapping[str, str] | None = None, secret_keys: list[str] | None = None) -> Plan:
     """Run the program against mocks. `config` defaults to the stack file's."""
+    resources, outputs = run_program(stack, PlanMocks(), config, secret_keys)
+    # Registration order depends on when outputs resolve; sort so that equal plans print equally.
+    return Plan(stack, sorted(resources, key=lambda r: (r.parent or "", r.type, r.name)), outputs)
+
+
+def run_program(
+    stack: str,
+    mocks_impl: pulumi.runtime.Mocks,
+    config: Mapping[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+    revealed: bool = False,
+) -> tuple[list[PlannedResource], dict[str, Any]]:
+    """The resources the program registers, in registration order, and its outputs. `revealed` keeps
+    secrets in the clear (for applying the plan); otherwise they are "[secret]"."""
     from components.program import build
 
     if config is None:
         config, secret_keys = stack_config(stack)
     pulumi.runtime.set_all_config(dict(config), secret_keys or [])
-    monitor = RecordingMonitor(PlanMocks())
-    pulumi.runtime.set_mocks(PlanMocks(), project=project_name(), stack=stack, preview=False, monitor=monitor)
-    plan = Plan(stack)
+    monitor = RecordingMonitor(mocks_impl, revealed)
+    pulumi.runtime.set_mocks(mocks_impl, project=project_name(), stack=stack, preview=False, monitor=monitor)
+    outputs: dict[str, Any] = {}
 
-    async def collect_outputs(outputs: Mapping[str, pulumi.Input[Any]]) -> None:
-        for key, value in outputs.items():
+    async def collect_outputs(program_outputs: Mapping[str, pulumi.Input[Any]]) -> None:
+        for key, value in program_outputs.items():
             output = pulumi.Output.from_input(value)
             resolved = await output.future()
-            plan.outputs[key] = SECRET if await output.is_secret() else redact(resolved)
+            if revealed:
+                outputs[key] = resolved
+            else:
+                outputs[key] = SECRET if await output.is_secret() else redact(resolved)
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[None]:
         return pulumi.Output.from_input(asyncio.ensure_future(collect_outputs(build())))
 
     program()
-    # Registration order depends on when outputs resolve; sort so that equal plans print equally.
-    plan.resources = sorted(monitor.recorded, key=lambda r: (r.parent or "", r.type, r.name))
-    return plan
+    return monitor.recorded, outputs
 
 
 def settings_for(stack: str) -> Any:
@@ -262,7 +293,7 @@ def _container_row(resource: PlannedResource) -> dict[str, str]:
 def _component_of(plan: Plan, resource: PlannedResource) -> str:
     """The top-level component (child of the platform) that a resource belongs to."""
     parents = {r.name: r.parent for r in plan.resources if r.type.startswith("stories:")}
-    name: str | None = resource.name
+    name: str | None = resource.parent
     while name is not None and parents.get(name) not in (None, "stories"):
         name = parents.get(name)
     return name or "-"

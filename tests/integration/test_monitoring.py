@@ -123,6 +123,7 @@ def cases(settings: Settings) -> list[AlertCase]:
     t = settings.monitoring.alerts
     health = f'probe_success{{job="{monitoring.BLACKBOX_JOB}", instance="http://app-1:3000/api/health"}}'
     duration = f'probe_duration_seconds{{job="{monitoring.BLACKBOX_JOB}", instance="http://app-1:3000/api/health"}}'
+    second_health = f'probe_success{{job="{monitoring.BLACKBOX_JOB}", instance="http://app-2:3000/api/health"}}'
     container = 'name="stories-app-1"'
     # pg_up samples in a 5-minute window: 21 (Prometheus 2 ranges include both ends). The most failures
     # at or under the threshold stay silent, one more fires; they stay in the window longer than `for`.
@@ -146,6 +147,14 @@ def cases(settings: Settings) -> list[AlertCase]:
             {health: gauge(1)},
             {"job": monitoring.BLACKBOX_JOB, "instance": "http://app-1:3000/api/health"},
             0,
+            t.service_down_minutes * 60,
+        ),
+        AlertCase(
+            "AppReplicasBelowFloor",
+            {health: gauge(1), second_health: gauge(0)},
+            {health: gauge(1), second_health: gauge(1)},
+            {},
+            settings.app.replicas - 1,
             t.service_down_minutes * 60,
         ),
         AlertCase(

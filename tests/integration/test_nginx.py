@@ -8,6 +8,7 @@ import signal
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from components.settings import Settings
 from configs.render import render_nginx
 from configs.topology import LoopbackPorts, Topology, loopback_topology
 from harness.servers import Server, copy, free_port, make_certificates, service_user, write
@@ -73,16 +75,16 @@ def _stub(port: int) -> ThreadingHTTPServer:
     return server
 
 
-def _loopback(environment: Environment, stack: str) -> Topology:
-    settings = settings_for(stack)
+def _loopback(environment: Environment, stack: str, settings: Settings) -> Topology:
     ports = LoopbackPorts(0, 0, 0, free_port(), free_port(), free_port(), (free_port(), free_port()))
     return loopback_topology(settings, environment.base / f"nginx-{stack}-{ports.nginx_http}", ports)
 
 
-def _lay_out(environment: Environment, stack: str) -> tuple[Topology, Path]:
+def _lay_out(environment: Environment, stack: str, settings: Settings | None = None) -> tuple[Topology, Path]:
     """Write the rendered files and a test certificate where the topology says; return the start script."""
-    topo = _loopback(environment, stack)
-    files = render_nginx(settings_for(stack), topo, environment.versions)
+    settings = settings or settings_for(stack)
+    topo = _loopback(environment, stack, settings)
+    files = render_nginx(settings, topo, environment.versions)
     write(Path(topo.nginx_config_dir) / "nginx.conf", files["nginx.conf"])
     start = write(Path(topo.nginx_config_dir) / "start.sh", files["start.sh"], 0o755)
     fallback = Path(topo.nginx_fallback_tls_dir)
@@ -228,5 +230,37 @@ def test_start_script_serves_certbots_certificate_when_there_is_one(environment:
         server.wait_for_port(topo.nginx_https_port)
         served = ssl.get_server_certificate(("127.0.0.1", topo.nginx_https_port))
         assert served.strip() == renewed["server.crt"].read_text().strip()
+    finally:
+        server.stop_group(signal.SIGQUIT)
+
+
+def test_start_script_switches_to_a_new_certificate_without_a_restart(environment: Environment) -> None:
+    """The first certificate (and every renewal) is served within reloadCheckSeconds of certbot writing
+    it, by a reload of the running nginx: not after a restart, not up to 12 hours later."""
+    settings = settings_for("prod")
+    tls = settings.proxy.tls.model_copy(update={"reload_check_seconds": 2})
+    settings = settings.model_copy(update={"proxy": settings.proxy.model_copy(update={"tls": tls})})
+    topo, start = _lay_out(environment, "prod", settings)
+    fallback = (Path(topo.nginx_fallback_tls_dir) / "fullchain.pem").read_text().strip()
+    user = service_user("www-data")
+    user.own(Path(topo.nginx_config_dir).parent)
+    server = Server("nginx", ["sh", str(start)], user, Path(topo.nginx_temp_dir) / "console.log", new_session=True)
+    server.start()
+    try:
+        server.wait_for_port(topo.nginx_https_port)
+        assert ssl.get_server_certificate(("127.0.0.1", topo.nginx_https_port)).strip() == fallback
+        master = Path(topo.nginx_pid_file).read_text()
+        issued = make_certificates(environment.base / f"issued-{topo.nginx_https_port}", ["127.0.0.1"], "unused")
+        live = Path(topo.letsencrypt_live_dir)
+        copy(issued["server.key"], live / "privkey.pem", 0o644)
+        copy(issued["server.crt"], live / "fullchain.pem", 0o644)
+        expected = issued["server.crt"].read_text().strip()
+        deadline = time.monotonic() + 20
+        served = fallback
+        while served != expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+            served = ssl.get_server_certificate(("127.0.0.1", topo.nginx_https_port)).strip()
+        assert served == expected, "the issued certificate was not served within 20 s"
+        assert Path(topo.nginx_pid_file).read_text() == master, "served by the same nginx, reloaded"
     finally:
         server.stop_group(signal.SIGQUIT)

@@ -34,6 +34,7 @@ from tools.plan import project_name, stack_config
 pytestmark = pytest.mark.integration
 BERLIN = ZoneInfo("Europe/Berlin")
 STACK = "prod"
+ENGINE_API_VERSION = "1.44"  # Docker Engine 29.0-29.2 refuse anything older; the scaler must ask
 
 
 class RequestCounter(Collector):
@@ -107,6 +108,12 @@ def docker_handler(state: FakeDocker) -> type[BaseHTTPRequestHandler]:
                 self._reply(403, {"message": "forbidden by the proxy's allowlist"})
                 return
             state.calls.append(f"{self.command} {url.path}")
+            if url.path == "/version":
+                self._reply(200, {"ApiVersion": ENGINE_API_VERSION})
+                return
+            if not url.path.startswith(f"/v{ENGINE_API_VERSION}/"):
+                self._reply(400, {"message": f"client version is not {ENGINE_API_VERSION}"})
+                return
             if self.command == "GET":
                 wanted = json.loads(urllib.parse.parse_qs(url.query)["filters"][0])["label"]
                 listed = [
@@ -197,7 +204,7 @@ def test_school_hours_start_the_third_replica_and_max_is_never_exceeded(rig: Rig
     rig.sessions.set(0)
     rig.wait_for("sum(stories_active_sessions)", 0)
     monday_ten = datetime(2027, 5, 10, 10, 0, tzinfo=BERLIN)
-    assert rig.decide_over(monday_ten, 1) == [(0, "POST /v1.43/containers/id-3/start")]
+    assert rig.decide_over(monday_ten, 1) == [(0, f"POST /v{ENGINE_API_VERSION}/containers/id-3/start")]
     rig.sessions.set(10_000)
     rig.wait_for("sum(stories_active_sessions)", 10_000)
     assert rig.decide_over(monday_ten + timedelta(minutes=1), 5) == []
@@ -210,7 +217,7 @@ def test_night_scales_down_after_the_stabilisation_period_never_below_the_floor(
     rig.sessions.set(3)
     rig.wait_for("sum(stories_active_sessions)", 3)
     night = datetime(2027, 5, 10, 23, 0, tzinfo=BERLIN)
-    assert rig.decide_over(night, 30) == [(10, "POST /v1.43/containers/id-3/stop")]
+    assert rig.decide_over(night, 30) == [(10, f"POST /v{ENGINE_API_VERSION}/containers/id-3/stop")]
     assert rig.docker.running == {1, 2}  # the floor: app.replicas are Pulumi's and always run
     assert rig.registry.get_sample_value("stories_scaler_floor_replicas") == 2
 
@@ -221,7 +228,7 @@ def test_sessions_above_capacity_start_a_replica_at_night(rig: Rig, caplog: pyte
     rig.wait_for("sum(stories_active_sessions)", 130)
     caplog.set_level(logging.INFO, logger="scaler")
     night = datetime(2027, 5, 11, 2, 0, tzinfo=BERLIN)
-    assert rig.decide_over(night, 1) == [(0, "POST /v1.43/containers/id-3/start")]
+    assert rig.decide_over(night, 1) == [(0, f"POST /v{ENGINE_API_VERSION}/containers/id-3/start")]
     assert "130 sessions / 40 per replica" in caplog.text and "scale up 2 -> 3" in caplog.text
 
 

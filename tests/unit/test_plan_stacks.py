@@ -20,11 +20,29 @@ NETWORK = "docker:index/network:Network"
 
 
 def containers(plan: Plan) -> dict[str, dict[str, Any]]:
-    return {str(r.inputs["name"]).split("-", 1)[1]: r.inputs for r in plan.of_type(CONTAINER)}
+    """The services' containers by name without the stack prefix (config containers apart)."""
+    return {
+        str(r.inputs["name"]).split("-", 1)[1]: r.inputs
+        for r in plan.of_type(CONTAINER)
+        if label(r.inputs, "role") != "config"
+    }
+
+
+def config_containers(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Each service's config container (the one that receives its uploads), by the service's name."""
+    return {
+        str(r.inputs["name"]).split("-", 1)[1].removesuffix("-config"): r.inputs
+        for r in plan.of_type(CONTAINER)
+        if label(r.inputs, "role") == "config"
+    }
 
 
 def label(inputs: dict[str, Any], key: str) -> str | None:
     return next((lbl["value"] for lbl in inputs.get("labels", []) if lbl["label"] == f"org.1001stories.{key}"), None)
+
+
+def inputs_service(inputs: dict[str, Any]) -> str:
+    return str(label(inputs, "service"))
 
 
 def networks_of(inputs: dict[str, Any]) -> set[str]:
@@ -89,10 +107,16 @@ def test_postgres_and_redis_are_on_internal_networks_only(stack_plan: Plan) -> N
     expected = {"edge": False, "app": True, "backend": True, "data": True, "monitoring": False}
     if stack_plan.stack != "dev":  # the scaler's network with the Docker API proxy
         expected["control"] = True
-    assert internal == expected
+    egress = {"egress-app": False}  # the app reaches outside APIs; Postgres and backups reach S3
+    if stack_plan.stack != "dev":
+        egress.update({"egress-postgres": False, "egress-backup": False})
+    assert internal == {**expected, **egress}
     running = containers(stack_plan)
-    assert networks_of(running["postgres"]) == {"data"}
+    assert networks_of(running["postgres"]) == ({"data"} if stack_plan.stack == "dev" else {"data", "egress-postgres"})
     assert networks_of(running["redis"]) == {"backend"}
+    for name, inputs in running.items():
+        joined = {n for n in networks_of(inputs) if n.startswith("egress-")}
+        assert joined <= {f"egress-{inputs_service(inputs)}"}, f"{name}: an egress network is one service's own"
 
 
 def reachable(plan: Plan) -> set[frozenset[str]]:
@@ -128,7 +152,7 @@ def test_no_secret_in_plaintext(stack_plan: Plan) -> None:
     for name in ("DATABASE_URL", "REDIS_URL", "NEXTAUTH_SECRET"):
         assert env[name] == SECRET
     assert env["NEXTAUTH_URL"].startswith("https://")
-    for inputs in containers(stack_plan).values():
+    for inputs in config_containers(stack_plan).values():
         for upload in inputs.get("uploads", []):
             if upload["file"].endswith((".key", "privkey.pem", "userlist.txt", ".acl", ".password", ".scram")):
                 assert upload["content"] == SECRET and upload["permissions"] == "0400", upload["file"]
@@ -148,40 +172,44 @@ def test_replicas_follow_the_stack(stack_plan: Plan) -> None:
         assert inputs["mustRun"] is always and inputs.get("start", True) is always, name
 
 
-def uploaded(inputs: dict[str, Any]) -> dict[str, str]:
-    return {u["file"]: u["content"] for u in inputs.get("uploads", [])}
+def uploaded(plan: Plan, service: str) -> dict[str, str]:
+    """The files a service reads: the uploads of its config container."""
+    return {u["file"]: u["content"] for u in config_containers(plan)[service].get("uploads", [])}
 
 
 def test_config_files_are_uploaded_where_the_service_reads_them(stack_plan: Plan) -> None:
     running = containers(stack_plan)
     postgres = running["postgres"]
     config_file = next(arg.split("=", 1)[1] for arg in postgres["command"] if arg.startswith("config_file="))
-    files = uploaded(postgres)
+    files = uploaded(stack_plan, "postgres")
     assert "shared_buffers = 128MB" in files[config_file]
     hba = re.search(r"hba_file = '([^']+)'", files[config_file])
     assert hba and hba.group(1) in files
     assert any(path.startswith("/docker-entrypoint-initdb.d/") for path in files)
     pgbouncer = running["pgbouncer"]
-    assert "pool_mode = transaction" in uploaded(pgbouncer)[pgbouncer["command"][0]]
+    assert "pool_mode = transaction" in uploaded(stack_plan, "pgbouncer")[pgbouncer["command"][0]]
     redis = running["redis"]
-    assert "maxmemory 256mb" in uploaded(redis)[redis["command"][1]]
+    assert "maxmemory 256mb" in uploaded(stack_plan, "redis")[redis["command"][1]]
     nginx = running["nginx"]
-    start = uploaded(nginx)[nginx["entrypoints"][1]]
-    nginx_conf = re.search(r'nginx -c "([^"]+)"', start)
-    assert nginx_conf and "limit_req_zone" in uploaded(nginx)[nginx_conf.group(1)]
+    start = uploaded(stack_plan, "nginx")[nginx["entrypoints"][1]]
+    nginx_conf = re.search(r'conf="([^"]+)"', start)
+    assert nginx_conf and "limit_req_zone" in uploaded(stack_plan, "nginx")[nginx_conf.group(1)]
     prometheus = running["prometheus"]
     prom_config = next(arg.split("=", 1)[1] for arg in prometheus["command"] if arg.startswith("--config.file="))
-    assert yaml.safe_load(uploaded(prometheus)[prom_config])["rule_files"]
+    assert yaml.safe_load(uploaded(stack_plan, "prometheus")[prom_config])["rule_files"]
     assert "--storage.tsdb.retention.time=15d" in prometheus["command"]
-    for inputs in running.values():
-        mounted = {v["containerPath"] for v in inputs.get("volumes", [])}
-        for path in uploaded(inputs):
-            assert any(path.startswith(m + "/") for m in mounted), f"{path}: a read-only container needs a volume"
+    for name, config in config_containers(stack_plan).items():
+        in_config = {v["containerPath"]: v["volumeName"] for v in config["volumes"] if not v.get("readOnly")}
+        in_service = {v["containerPath"]: v for v in running[name]["volumes"]}
+        assert not running[name].get("uploads"), f"{name}: Docker refuses uploads into a read-only container"
+        for path in uploaded(stack_plan, name):
+            directory = next(m for m in in_config if path.startswith(m + "/"))
+            mount = in_service[directory]
+            assert mount["volumeName"] == in_config[directory] and mount["readOnly"] is True, (name, path)
 
 
 def test_every_guide_alert_is_rendered(stack_plan: Plan) -> None:
-    prometheus = containers(stack_plan)["prometheus"]
-    alerts_file = next(c for f, c in uploaded(prometheus).items() if f.endswith("alerts.yml"))
+    alerts_file = next(c for f, c in uploaded(stack_plan, "prometheus").items() if f.endswith("alerts.yml"))
     rules = {rule["alert"]: rule for group in yaml.safe_load(alerts_file)["groups"] for rule in group["rules"]}
     guide = {
         "ServiceDown",
@@ -275,8 +303,8 @@ def test_bad_config_registers_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monitors: list[plan_module.RecordingMonitor] = []
 
     class Watched(plan_module.RecordingMonitor):
-        def __init__(self, mocks: Any) -> None:
-            super().__init__(mocks)
+        def __init__(self, mocks: Any, revealed: bool = False) -> None:
+            super().__init__(mocks, revealed)
             monitors.append(self)
 
     monkeypatch.setattr(plan_module, "RecordingMonitor", Watched)
@@ -300,11 +328,11 @@ def test_backups_are_wired_to_the_repositories(stack_plan: Plan) -> None:
     running = containers(stack_plan)
     postgres, backup = running["postgres"], running["backup"]
     assert label(postgres, "image") == label(backup, "image")  # one backup-capable Postgres image
-    conf = uploaded(postgres)["/etc/stories/postgres/postgresql.conf"]
+    conf = uploaded(stack_plan, "postgres")["/etc/stories/postgres/postgresql.conf"]
     assert "archive_mode = on" in conf and "archive_timeout = 60s" in conf and "archive-push %p" in conf
     env = dict(entry.split("=", 1) for entry in backup["envs"])
     assert env["PGBACKREST_REPO1_CIPHER_PASS"] == SECRET and env["RESTIC_PASSWORD"] == SECRET
-    pgbackrest = uploaded(backup)["/etc/stories/pgbackrest/pgbackrest.conf"]
+    pgbackrest = uploaded(stack_plan, "backup")["/etc/stories/pgbackrest/pgbackrest.conf"]
     assert "repo1-cipher-type=aes-256-cbc" in pgbackrest and "repo1-retention-full=30" in pgbackrest
     mounts = {v["containerPath"]: v for v in backup["volumes"]}
     assert mounts["/var/lib/postgresql/data"]["readOnly"] is False  # `restore --live`, Postgres stopped
@@ -354,7 +382,6 @@ def test_the_app_reaches_pgbouncer_over_verified_tls(stack_plan: Plan) -> None:
     assert url.startswith("postgresql://stories_user:p%40ss%2Fword@pgbouncer:6432/stories_db?pgbouncer=true")
     ca_path = url.split("sslcert=", 1)[1]
     assert "sslmode=require" in url
-    app = containers(stack_plan)["app-1"]
-    assert uploaded(app)[ca_path].startswith("-----BEGIN CERTIFICATE-----")
-    pgbouncer_ini = uploaded(containers(stack_plan)["pgbouncer"])["/etc/stories/pgbouncer/pgbouncer.ini"]
+    assert uploaded(stack_plan, "app-1")[ca_path].startswith("-----BEGIN CERTIFICATE-----")
+    pgbouncer_ini = uploaded(stack_plan, "pgbouncer")["/etc/stories/pgbouncer/pgbouncer.ini"]
     assert "client_tls_sslmode = require" in pgbouncer_ini

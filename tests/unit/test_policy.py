@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 
+from policy.props import CONTAINER, Resource
 from policy.validators import (
-    CONTAINER,
     RESOURCE_POLICIES,
     STACK_POLICIES,
-    Resource,
     kubernetes_pod_security,
     s3_bucket_protections,
     violations,

@@ -41,9 +41,11 @@ def test_pgbouncer_keys_follow_the_version() -> None:
 def test_nginx_directives_follow_the_version() -> None:
     pinned = render_nginx(SETTINGS, TOPO, PINNED)["nginx.conf"]
     assert "http2 on;" in pinned and "resolver 127.0.0.11" in pinned
-    assert re.search(r"server app-1:3000 max_fails=2 fail_timeout=10s resolve;", pinned)
+    # One upstream name, the alias every replica has: Docker's DNS answers with the running ones.
+    assert re.search(r"server app:3000 max_fails=2 fail_timeout=10s resolve;", pinned)
     old = render_nginx(SETTINGS, TOPO, DEBIAN)["nginx.conf"]
     assert "http2 on;" not in old and "resolve" not in old
+    assert re.search(r"server app:3000 max_fails=2 fail_timeout=10s;", old)
 
 
 def test_nginx_rates_and_limits_come_from_settings() -> None:
@@ -145,4 +147,7 @@ def test_app_metrics_are_scraped_only_when_the_app_exports_them() -> None:
     assert "app" not in jobs(SETTINGS)
     exporting = load_settings(with_change("app.metricsPath", "/api/metrics"))
     app = jobs(exporting)["app"]
-    assert app["metrics_path"] == "/api/metrics" and app["static_configs"] == [{"targets": ["app-1:3000"]}]
+    assert app["metrics_path"] == "/api/metrics"
+    # Found by DNS, so a replica the scaler keeps stopped is not a target that is down.
+    assert app["dns_sd_configs"] == [{"names": ["app"], "type": "A", "port": 3000, "refresh_interval": "15s"}]
+    assert "static_configs" not in app

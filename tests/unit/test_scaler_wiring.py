@@ -13,8 +13,8 @@ from configs.metrics import METRICS, metric_names
 from configs.scaler import signal_queries
 from scaler.service import ScalerConfig
 from tests.conftest import plan_of
-from tests.unit.test_plan_stacks import containers, networks_of, uploaded
-from tools.plan import settings_for
+from tests.unit.test_plan_stacks import containers, label, networks_of, uploaded
+from tools.plan import CONTAINER, settings_for
 
 
 def test_proxy_allows_listing_starting_and_stopping_only() -> None:
@@ -23,6 +23,8 @@ def test_proxy_allows_listing_starting_and_stopping_only() -> None:
     assert set(allowed) == {"-allowfrom", "-allowGET", "-allowPOST"}
     get, post = re.compile(f"^{allowed['-allowGET']}$"), re.compile(f"^{allowed['-allowPOST']}$")
     assert get.match("/v1.43/containers/json") and not get.match("/v1.43/containers/abc/json")
+    # The scaler asks the engine's API version first (Docker Engine 29.0-29.2 refuse below 1.44).
+    assert get.match("/version") and get.match("/v1.44/version") and not get.match("/v1.44/info")
     assert post.match("/v1.43/containers/3f2a/start") and post.match("/v1.43/containers/prod-app-3/stop")
     for forbidden in (
         "/v1.43/containers/create",
@@ -46,13 +48,13 @@ def test_scaler_and_proxy_containers() -> None:
     assert not any(v.get("hostPath") == "/var/run/docker.sock" for v in scaler.get("volumes", []))
     assert proxy["user"].startswith("65534:") and scaler["user"] == "10001:10001"
     assert proxy["readOnly"] and scaler["readOnly"]
-    config = ScalerConfig.model_validate_json(uploaded(scaler)["/etc/stories/scaler/scaler.json"])
+    config = ScalerConfig.model_validate_json(uploaded(plan, "scaler")["/etc/stories/scaler/scaler.json"])
     assert (config.min_replicas, config.max_replicas) == (2, 3)
     assert config.docker_url == "http://socket-proxy:2375" and config.stack == "prod"
     (image,) = [i for i in plan.of_type("docker:index/image:Image") if i.name == "scaler-image"]
     assert image.inputs["build"]["dockerfile"] == "scaler/Dockerfile" and image.inputs["build"]["context"] == "."
     assert re.fullmatch(r"stories-scaler:1\.0\.0-[0-9a-f]{12}", image.inputs["imageName"])
-    prometheus = yaml.safe_load(uploaded(running["prometheus"])["/etc/stories/prometheus/prometheus.yml"])
+    prometheus = yaml.safe_load(uploaded(plan, "prometheus")["/etc/stories/prometheus/prometheus.yml"])
     assert {"job_name": "scaler", "static_configs": [{"targets": ["scaler:9400"]}]} in prometheus["scrape_configs"]
 
 
@@ -69,7 +71,7 @@ def test_signal_queries_use_only_provided_metrics() -> None:
 def test_scaler_config_is_the_settings() -> None:
     settings = settings_for("prod")
     plan = plan_of("prod")
-    rendered = json.loads(uploaded(containers(plan)["scaler"])["/etc/stories/scaler/scaler.json"])
+    rendered = json.loads(uploaded(plan, "scaler")["/etc/stories/scaler/scaler.json"])
     assert rendered["scaling"]["seasons"][2] == {
         "name": "exams",
         "start": "2027-06-07",
@@ -77,3 +79,15 @@ def test_scaler_config_is_the_settings() -> None:
         "factor": 2.5,
     }
     assert ScalerConfig.model_validate(rendered).scaling == settings.scaling
+
+
+def test_the_scaler_sees_the_replicas_and_nothing_else() -> None:
+    """The scaler lists containers labelled with the stack, service app and a replica number: exactly the
+    replicas, never their config containers (created, never started: starting one would be a bug)."""
+    plan = plan_of("prod")
+    selected = [
+        r.inputs["name"]
+        for r in plan.of_type(CONTAINER)
+        if label(r.inputs, "stack") == "prod" and label(r.inputs, "service") == "app" and label(r.inputs, "replica")
+    ]
+    assert sorted(selected) == ["prod-app-1", "prod-app-2", "prod-app-3"]

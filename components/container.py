@@ -215,7 +215,12 @@ def _container_args(
         capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=sorted(spec.cap_add) or None),
         log_driver="json-file",
         log_opts=LOG_OPTS,
-        network_mode=spec.networks[0].network.name if spec.networks else "none",
+        # Created on the default bridge, which the provider leaves before connecting every network of
+        # `networks_advanced` with its aliases: on the `network_mode` network itself Docker would keep
+        # no alias (the provider creates the container with no endpoint settings, and connecting it
+        # again to that network changes nothing), and peers find services by alias. Never started
+        # while on the bridge. A config container has no network at all.
+        network_mode="bridge" if spec.networks else "none",
         networks_advanced=[
             docker.ContainerNetworksAdvancedArgs(name=attachment.network.name, aliases=list(attachment.aliases))
             for attachment in spec.networks

@@ -96,7 +96,10 @@ class Proxy(pulumi.ComponentResource):
                 Mount(LETSENCRYPT_DIR, volume=letsencrypt, read_only=True),
             ],
             tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
-            ports=[Port(topo.nginx_http_port, 80, "0.0.0.0"), Port(topo.nginx_https_port, 443, "0.0.0.0")],
+            ports=[
+                Port(topo.nginx_http_port, settings.proxy.http_host_port, str(settings.proxy.host_ip)),
+                Port(topo.nginx_https_port, settings.proxy.https_host_port, str(settings.proxy.host_ip)),
+            ],
             healthcheck=Healthcheck(healthchecks.nginx(topo), interval="15s", start_period="10s"),
             stop_signal="SIGQUIT",  # graceful: finish in-flight requests
             stop_timeout_seconds=30,

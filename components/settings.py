@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import date, time
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -304,6 +304,12 @@ class RateLimits(Model):
 
 
 class ProxySettings(Model):
+    """`hostIp`, `httpHostPort` and `httpsHostPort`: where nginx is published on the host (the world's
+    80 and 443; the e2e stack publishes on 127.0.0.1 and high ports)."""
+
+    host_ip: IPv4Address = IPv4Address("0.0.0.0")
+    http_host_port: int = Field(default=80, ge=1, le=65535)
+    https_host_port: int = Field(default=443, ge=1, le=65535)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     client_max_body_mb: int = Field(default=50, ge=1, le=4096)

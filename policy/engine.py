@@ -6,6 +6,8 @@ a platform that would not have worked; README: "The e2e layer"):
   root-owned 0755, and the service cannot write it.
 - A service that must reach outside (S3, ACME, outside APIs) needs a network with a route out; Docker's
   internal networks have none.
+- Aliases given for a container's `network_mode` network never reach Docker (the provider connects
+  the networks after creating the container, and connecting it again to that network changes nothing).
 - A container created stopped has no DNS name: nothing may probe or route to it by name unless it
   tolerates the name's absence (nginx's `resolve`).
 """
@@ -33,6 +35,20 @@ def no_uploads_into_read_only(resource_type: str, props: Props, name: str) -> li
             "at /); upload into its config container's volumes instead (components/container.py)"
         ]
     return []
+
+
+def aliases_reach_the_engine(resource_type: str, props: Props, name: str) -> list[str]:
+    """The provider creates a container on `network_mode` with no endpoint settings and then connects
+    each of `networks_advanced`; connecting again to the `network_mode` network changes nothing, so
+    the aliases given for that network never reach Docker."""
+    if resource_type != CONTAINER:
+        return []
+    return [
+        f"{name}: the aliases {network.get('aliases')} on {network['name']} (its network_mode) would be lost; "
+        'set networkMode "bridge" (the provider leaves it before connecting the networks)'
+        for network in props.get("networksAdvanced") or []
+        if network.get("name") == props.get("networkMode") and network.get("aliases")
+    ]
 
 
 def _uid(props: Props) -> int | None:
@@ -131,6 +147,11 @@ ENGINE_RESOURCE_POLICIES = [
         "no-uploads-into-read-only",
         "No uploads into a read-only container: Docker refuses them.",
         no_uploads_into_read_only,
+    ),
+    ResourcePolicy(
+        "aliases-reach-the-engine",
+        "No network aliases on a container's network_mode network: Docker would not keep them.",
+        aliases_reach_the_engine,
     ),
     ResourcePolicy(
         "volume-owners",

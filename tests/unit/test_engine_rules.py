@@ -26,7 +26,13 @@ from components.proxy import certbot_healthcheck
 from components.settings import Images
 from configs.render import render_certbot, render_postgres
 from configs.topology import BACKUP_GID, container_topology
-from policy.engine import egress_where_needed, no_uploads_into_read_only, stopped_replicas_tolerated, volume_owners
+from policy.engine import (
+    aliases_reach_the_engine,
+    egress_where_needed,
+    no_uploads_into_read_only,
+    stopped_replicas_tolerated,
+    volume_owners,
+)
 from policy.props import CONTAINER, NETWORK, Resource
 from tests.conftest import plan_of
 from tests.unit.test_plan_stacks import config_containers, containers, label
@@ -52,6 +58,7 @@ def test_every_stack_keeps_the_engine_rules(stack: str) -> None:
     for resource in resources:
         assert no_uploads_into_read_only(resource.type, resource.props, resource.name) == []
         assert volume_owners(resource.type, resource.props, resource.name) == []
+        assert aliases_reach_the_engine(resource.type, resource.props, resource.name) == []
     assert egress_where_needed(resources) == []
     assert stopped_replicas_tolerated(resources) == []
 
@@ -235,3 +242,11 @@ def test_config_containers_replace_their_service_when_files_change() -> None:
         service = containers(plan)[name]
         config_resource = by_name[config["name"]]
         assert label(service, "config") == f"{config_resource.name}-id", name
+
+
+def test_aliases_on_the_network_mode_network_are_refused() -> None:
+    """Found by the e2e applier, reading the provider: pgbouncer would not have found `postgres`."""
+    postgres = copy.deepcopy(plan_of("prod").named(CONTAINER, "postgres").inputs)
+    postgres["networkMode"] = postgres["networksAdvanced"][0]["name"]
+    (problem,) = aliases_reach_the_engine(CONTAINER, postgres, "postgres")
+    assert "would be lost" in problem

@@ -7,7 +7,7 @@ STACK ?= dev
 FORMAT ?= table
 OUT ?=
 
-.PHONY: plan plan-diff schedule backup verify-backup restore restore-drill bench-restore test unit integration lint typecheck bench up preview clean
+.PHONY: plan plan-diff schedule backup verify-backup restore restore-drill bench-restore test unit integration lint typecheck bench up preview clean e2e e2e-up e2e-down e2e-images
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,13 +35,28 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy .
 
 unit: $(VENV)/.installed
-	PYTHONPATH=. $(PY) -m pytest -m "not integration and not e2e" -q
+	PYTHONPATH=. $(PY) -m pytest -m "not integration and not e2e and not engine" -q
 
 integration: $(VENV)/.installed
 	PYTHONPATH=. $(PY) -m pytest -m integration -q
 
 test: lint typecheck $(VENV)/.installed
 	PYTHONPATH=. $(PY) -m pytest -q
+
+# The e2e layer (README "The e2e layer"): the e2e stack's plan created on this machine's Docker engine.
+# `make e2e` builds what is missing, creates the stack, checks it and removes it (also part of `make test`);
+# `make e2e-up` leaves it running for a person to look at, `make e2e-down` removes all of it.
+e2e: $(VENV)/.installed
+	PYTHONPATH=. $(PY) -m pytest -m engine -q
+
+e2e-images: $(VENV)/.installed
+	PYTHONPATH=. $(PY) -m e2e.images
+
+e2e-up: $(VENV)/.installed
+	PYTHONPATH=. $(PY) -m e2e.stack up
+
+e2e-down: $(VENV)/.installed
+	PYTHONPATH=. $(PY) -m e2e.stack down
 
 bench: $(VENV)/.installed
 	PYTHONPATH=. $(PY) -m tools.bench

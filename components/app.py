@@ -26,12 +26,14 @@ APP_CONFIG_DIR = "/etc/stories/app"
 def database_url(settings: Settings, topo: Topology, password: str) -> str:
     """Prisma through PgBouncer: `pgbouncer=true` disables prepared statements for transaction mode;
     each replica's pool leaves room in PgBouncer's client limit for the others and for exporters;
-    TLS to PgBouncer, whose certificate Prisma checks against the stack's CA (`sslcert`)."""
+    TLS to PgBouncer, whose certificate Prisma checks against the stack's CA (`sslcert`) only with
+    `sslaccept=strict` (its default accepts any certificate)."""
     db = settings.database
     limit = max(1, settings.pgbouncer.max_client_conn // (settings.app.max_replicas + 1))
     return (
         f"postgresql://{db.user}:{quote(password, safe='')}@{topo.pgbouncer_host}:{topo.pgbouncer_port}/{db.name}"
         f"?pgbouncer=true&connection_limit={limit}&sslmode=require&sslcert={APP_CONFIG_DIR}/database-ca.crt"
+        "&sslaccept=strict"
     )
 
 

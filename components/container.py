@@ -5,8 +5,8 @@ every capability dropped except the ones a spec names (with its reason), read-on
 a healthcheck, labels naming stack and service, explicit network_mode, fixed name with
 delete-before-replace.
 
-Config files reach a read-only service through a config container. The Docker provider copies a
-container's `uploads` as one archive extracted at `/`, and Docker refuses any extraction at `/` into a
+Config files reach a read-only service through a config container. The Docker provider copies each of
+a container's `uploads` as an archive extracted at `/`, and Docker refuses any extraction at `/` into a
 container whose root filesystem is read-only, even when every file lands in a volume. So each directory
 of uploaded files is a small named volume; a config container `<name>-config` (same image, writable
 root, never started, no network) receives the uploads into those volumes, and the service mounts them

@@ -140,6 +140,6 @@ class Proxy(pulumi.ComponentResource):
                 "/var/lib/letsencrypt": "rw,noexec,nosuid,size=16m",
             },
             cap_add={"CHOWN": "the deploy hook gives the key to nginx's uid; the backup group gets read access"},
-            healthcheck=Healthcheck(certbot_healthcheck(topo), interval="1h", start_period="15m"),
+            healthcheck=Healthcheck(certbot_healthcheck(topo), interval="1m", start_period="15m"),
         )
         HardenedContainer("certbot", stack, spec, pulumi.ResourceOptions(parent=self))

@@ -169,9 +169,15 @@ def render_certbot(settings: Settings, topo: Topology) -> Files:
     directory nginx's start script watches, readable by the backup group too."""
     tls = settings.proxy.tls
     live = topo.letsencrypt_live_dir
+    share = (
+        f'find {LETSENCRYPT_DIR} -mindepth 1 -path "{live}" -prune '
+        f"-o -exec chgrp {BACKUP_GID} {{}} + -exec chmod g+rX,o-rwx {{}} +"
+    )
+    # The mode before the owner: once the key is nginx's, root without CAP_FOWNER cannot chmod it.
     hook = (
-        f"install -D -o {NGINX_UID} -g {BACKUP_GID} -m 0440 $RENEWED_LINEAGE/privkey.pem {live}/privkey.pem && "
-        f"install -D -m 0444 $RENEWED_LINEAGE/fullchain.pem {live}/fullchain.pem"
+        f"install -D -m 0440 $RENEWED_LINEAGE/privkey.pem {live}/privkey.pem && "
+        f"chown {NGINX_UID}:{BACKUP_GID} {live}/privkey.pem && "
+        f"install -D -m 0444 $RENEWED_LINEAGE/fullchain.pem {live}/fullchain.pem && {share}"
     )
     script = _render(
         "certbot/certbot.sh.j2",
@@ -180,8 +186,7 @@ def render_certbot(settings: Settings, topo: Topology) -> Files:
         topo=topo,
         server_args=certbot_server_args(settings),
         deploy_hook=hook,
-        backup_gid=BACKUP_GID,
-        letsencrypt_dir=LETSENCRYPT_DIR,
+        share_command=share,
         renew_seconds=tls.renew_interval_hours * 3600,
         retry_seconds=tls.retry_seconds,
     )

@@ -131,9 +131,18 @@ def computed_outputs(type_: str, name: str) -> dict[str, Any]:
     return {}
 
 
+def mock_id(type_: str, name: str, inputs: dict[str, Any]) -> str:
+    """A container's id stands for its inputs (a changed container is a new one, with a new id: what the
+    provider does, since nearly every input forces a replacement); other ids stand for the name only."""
+    if type_ != CONTAINER:
+        return f"{name}-id"
+    digest = hashlib.sha256(json.dumps(reveal(inputs), sort_keys=True, default=str).encode()).hexdigest()
+    return f"{name}-{digest[:12]}"
+
+
 class PlanMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        return f"{args.name}-id", {**args.inputs, **computed_outputs(args.typ, args.name)}
+        return mock_id(args.typ, args.name, dict(args.inputs)), {**args.inputs, **computed_outputs(args.typ, args.name)}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         return {}, None

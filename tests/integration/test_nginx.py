@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,8 +19,8 @@ import pytest
 import requests
 
 from components.settings import Settings
-from configs.render import render_nginx
-from configs.topology import LoopbackPorts, Topology, loopback_topology
+from configs.render import image_versions, render_certbot, render_nginx
+from configs.topology import LoopbackPorts, Topology, container_topology, loopback_topology
 from harness.servers import Server, copy, free_port, make_certificates, service_user, write
 from harness.services import Environment
 from tools.plan import STACKS, settings_for
@@ -222,14 +223,21 @@ def test_start_script_serves_certbots_certificate_when_there_is_one(environment:
     renewed = make_certificates(environment.base / f"renewed-{topo.nginx_https_port}", ["127.0.0.1"], "unused")
     copy(renewed["server.crt"], live / "fullchain.pem", 0o644)
     copy(renewed["server.key"], live / "privkey.pem", 0o600)
+    with _started_by_its_script(topo, start):
+        served = ssl.get_server_certificate(("127.0.0.1", topo.nginx_https_port))
+        assert served.strip() == renewed["server.crt"].read_text().strip()
+
+
+@contextmanager
+def _started_by_its_script(topo: Topology, start: Path) -> Iterator[Server]:
+    """nginx started as the container starts it (its start script), as an unprivileged user."""
     user = service_user("www-data")
     user.own(Path(topo.nginx_config_dir).parent)
     server = Server("nginx", ["sh", str(start)], user, Path(topo.nginx_temp_dir) / "console.log", new_session=True)
     server.start()
     try:
         server.wait_for_port(topo.nginx_https_port)
-        served = ssl.get_server_certificate(("127.0.0.1", topo.nginx_https_port))
-        assert served.strip() == renewed["server.crt"].read_text().strip()
+        yield server
     finally:
         server.stop_group(signal.SIGQUIT)
 
@@ -242,12 +250,7 @@ def test_start_script_switches_to_a_new_certificate_without_a_restart(environmen
     settings = settings.model_copy(update={"proxy": settings.proxy.model_copy(update={"tls": tls})})
     topo, start = _lay_out(environment, "prod", settings)
     fallback = (Path(topo.nginx_fallback_tls_dir) / "fullchain.pem").read_text().strip()
-    user = service_user("www-data")
-    user.own(Path(topo.nginx_config_dir).parent)
-    server = Server("nginx", ["sh", str(start)], user, Path(topo.nginx_temp_dir) / "console.log", new_session=True)
-    server.start()
-    try:
-        server.wait_for_port(topo.nginx_https_port)
+    with _started_by_its_script(topo, start):
         assert ssl.get_server_certificate(("127.0.0.1", topo.nginx_https_port)).strip() == fallback
         master = Path(topo.nginx_pid_file).read_text()
         issued = make_certificates(environment.base / f"issued-{topo.nginx_https_port}", ["127.0.0.1"], "unused")
@@ -262,5 +265,17 @@ def test_start_script_switches_to_a_new_certificate_without_a_restart(environmen
             served = ssl.get_server_certificate(("127.0.0.1", topo.nginx_https_port)).strip()
         assert served == expected, "the issued certificate was not served within 20 s"
         assert Path(topo.nginx_pid_file).read_text() == master, "served by the same nginx, reloaded"
-    finally:
-        server.stop_group(signal.SIGQUIT)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_rendered_shell_scripts_pass_shellcheck(tmp_path: Path, stack: str) -> None:
+    """nginx's start script and certbot's loop run under /bin/sh in their images (busybox ash, dash)."""
+    settings = settings_for(stack)
+    topo = container_topology(settings)
+    scripts = {"start.sh": render_nginx(settings, topo, image_versions(settings))["start.sh"]}
+    if settings.proxy.tls.mode == "letsencrypt":
+        scripts["certbot.sh"] = render_certbot(settings, topo)["certbot.sh"]
+    for name, text in scripts.items():
+        path = write(tmp_path / stack / name, text)
+        result = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout

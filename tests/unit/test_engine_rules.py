@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import re
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from components.images import parse_image
 from components.proxy import certbot_healthcheck
 from components.settings import Images
 from configs.render import render_certbot, render_postgres
-from configs.topology import BACKUP_GID, container_topology
+from configs.topology import BACKUP_GID, NGINX_UID, container_topology
 from policy.engine import (
     aliases_reach_the_engine,
     egress_where_needed,
@@ -36,13 +37,10 @@ from policy.engine import (
 from policy.props import CONTAINER, NETWORK, Resource
 from tests.conftest import plan_of
 from tests.unit.test_plan_stacks import config_containers, containers, label
-from tools.plan import STACKS, Plan, settings_for
+from tests.unit.test_policy import resources_of
+from tools.plan import STACKS, run_plan, settings_for, stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def resources_of(plan: Plan) -> list[Resource]:
-    return [Resource(r.type, r.name, r.parent, copy.deepcopy(r.inputs)) for r in plan.resources]
 
 
 def replace_container(resources: list[Resource], name: str, props: dict[str, Any]) -> list[Resource]:
@@ -111,7 +109,7 @@ def test_certbot_shares_its_tree_with_the_backup_group() -> None:
     settings = settings_for("prod")
     script = render_certbot(settings, container_topology(settings))["certbot.sh"]
     assert f"chgrp {BACKUP_GID}" in script and "chmod g+rX,o-rwx" in script
-    assert f"-g {BACKUP_GID} -m 0440" in script  # nginx's copy of the key
+    assert f"chown {NGINX_UID}:{BACKUP_GID} " in script  # nginx's copy of the key, after its mode 0440
     backup = containers(plan_of("prod"))["backup"]
     assert backup["user"] == f"{BACKUP_GID}:{BACKUP_GID}"
 
@@ -162,9 +160,10 @@ def test_certbot_tries_again_until_the_first_certificate() -> None:
     after the renewal interval (the old loop ran only `renew`, which never issues a first certificate)."""
     settings = settings_for("prod")
     script = render_certbot(settings, container_topology(settings))["certbot.sh"]
-    assert "certbot renew" not in script and "--keep-until-expiring" in script
+    commands = [line.strip() for line in script.splitlines() if not line.strip().startswith("#")]
+    assert not any(line.startswith("certbot renew") for line in commands) and "--keep-until-expiring" in script
     tls = settings.proxy.tls
-    assert f"sleep {tls.retry_seconds}" in script and f"sleep {tls.renew_interval_hours * 3600}" in script
+    assert f"wait={tls.retry_seconds}" in script and f"wait={tls.renew_interval_hours * 3600}" in script
 
 
 def test_nothing_names_a_replica_created_stopped() -> None:
@@ -234,14 +233,17 @@ def test_the_build_context_is_only_what_the_dockerfiles_copy() -> None:
 
 
 def test_config_containers_replace_their_service_when_files_change() -> None:
-    """A service mounts its config volumes read-only and carries its config container's id as a label:
-    new files, new config container, new id, so the service is replaced and reads them."""
-    plan = plan_of("prod")
-    by_name = {r.inputs["name"]: r for r in plan.of_type(CONTAINER)}
-    for name, config in config_containers(plan).items():
-        service = containers(plan)[name]
-        config_resource = by_name[config["name"]]
-        assert label(service, "config") == f"{config_resource.name}-id", name
+    """A service carries its config container's id as a label: new files, new config container, new id,
+    so the service is replaced and reads them; services whose files did not change stay as they are."""
+    config, secret_keys = stack_config("prod")
+    settings = json.loads(config["1001-stories:settings"])
+    settings["pgbouncer"] = {"defaultPoolSize": 24}
+    changed = run_plan("prod", {**config, "1001-stories:settings": json.dumps(settings)}, secret_keys)
+    before, after = containers(plan_of("prod")), containers(changed)
+    for name in ("pgbouncer", "postgres"):  # PgBouncer's pool and, with it, Postgres's max_connections
+        assert label(before[name], "config") != label(after[name], "config"), name
+    for name in ("redis", "nginx", "prometheus"):
+        assert label(before[name], "config") == label(after[name], "config"), name
 
 
 def test_aliases_on_the_network_mode_network_are_refused() -> None:

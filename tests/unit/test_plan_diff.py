@@ -75,8 +75,11 @@ def test_one_value_names_the_resource_the_input_and_the_file_lines(repo: Path) -
         stack_file.write_text(original)
     assert "### dev: no changes" in summary and "### staging: no changes" in summary
     prod = summary[summary.index("### prod") :]
-    assert "**docker:index/container:Container pgbouncer/pgbouncer**" in prod
+    # The file changes in the config container; its new id replaces the service (and Postgres follows).
+    assert "**docker:index/container:Container pgbouncer/pgbouncer-config**" in prod
     assert "| `uploads[/etc/stories/pgbouncer/pgbouncer.ini].content` |" in prod
+    assert "**docker:index/container:Container pgbouncer/pgbouncer**" in prod
+    assert "| `labels[org.1001stories.config].value` |" in prod
     assert "-default_pool_size = 20\n+default_pool_size = 24" in prod
     assert "-max_db_connections = 25\n+max_db_connections = 29" in prod
     assert "<code>pgbouncer/pgbouncer.ini</code>" in prod

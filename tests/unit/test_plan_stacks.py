@@ -381,8 +381,10 @@ def test_the_app_reaches_pgbouncer_over_verified_tls(stack_plan: Plan) -> None:
     settings = settings_for(stack_plan.stack)
     url = database_url(settings, container_topology(settings), "p@ss/word")
     assert url.startswith("postgresql://stories_user:p%40ss%2Fword@pgbouncer:6432/stories_db?pgbouncer=true")
-    ca_path = url.split("sslcert=", 1)[1]
-    assert "sslmode=require" in url
+    query = dict(item.split("=", 1) for item in url.split("?", 1)[1].split("&"))
+    ca_path = query["sslcert"]
+    # Prisma checks the certificate against sslcert only with sslaccept=strict (its default accepts any).
+    assert query["sslmode"] == "require" and query["sslaccept"] == "strict"
     assert uploaded(stack_plan, "app-1")[ca_path].startswith("-----BEGIN CERTIFICATE-----")
     pgbouncer_ini = uploaded(stack_plan, "pgbouncer")["/etc/stories/pgbouncer/pgbouncer.ini"]
     assert "client_tls_sslmode = require" in pgbouncer_ini

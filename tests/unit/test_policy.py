@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def resources_of(plan: Plan) -> list[Resource]:
-    return [Resource(r.type, r.name, r.parent, r.inputs) for r in plan.resources]
+    """The plan's resources as a policy sees them, copies that a test may break."""
+    return [Resource(r.type, r.name, r.parent, copy.deepcopy(r.inputs)) for r in plan.resources]
 
 
 def container(plan: Plan, name: str) -> dict[str, Any]:

@@ -1,0 +1,169 @@
+"""The real Docker engine: a client, a tiny probe image built here, and a sandbox per test.
+
+Nothing can be pulled, so the probe image is `docker import` of a tar holding Debian's static busybox
+(package busybox-static). Every test names its resources `e2etest-<hex>-...`; the sandbox removes all
+of them after the test, whatever happened, and a failed test's report shows its containers' logs.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import random
+import secrets
+import shutil
+import struct
+import tarfile
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import pytest
+from docker.errors import ImageNotFound, NotFound
+
+from e2e.stack import stack_logs
+
+PROBE_IMAGE = "stories-e2e/probe:1"
+_APPLETS = ("sh", "sleep", "true", "test", "cat", "ls", "stat", "id", "touch", "timeout", "nslookup", "httpd", "wget")
+_PT_INTERP = 3  # ELF program header type of a dynamic binary's loader
+
+
+def _is_static_elf(path: Path) -> bool:
+    """True for a 64-bit little-endian ELF without a program interpreter (no dynamic loader)."""
+    head = path.read_bytes()[:8192]
+    if head[:6] != b"\x7fELF\x02\x01":
+        return False
+    (program_headers,) = struct.unpack_from("<Q", head, 0x20)
+    entry_size, entries = struct.unpack_from("<HH", head, 0x36)
+    types = [struct.unpack_from("<I", head, program_headers + i * entry_size)[0] for i in range(entries)]
+    return _PT_INTERP not in types
+
+
+def _probe_rootfs(busybox: Path) -> bytes:
+    """A root filesystem: /bin/busybox, its applets as symlinks, /etc and a world-writable /tmp."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for directory, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777)):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            archive.addfile(info)
+        archive.add(busybox, arcname="bin/busybox")
+        for applet in _APPLETS:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def probe_image(engine: docker.DockerClient) -> str:
+    """`stories-e2e/probe:1`, built once per machine (kept between runs)."""
+    try:
+        engine.images.get(PROBE_IMAGE)
+    except ImageNotFound:
+        found = shutil.which("busybox")
+        if found is None or not _is_static_elf(Path(found)):
+            pytest.fail(f"the probe image needs a static busybox; found {found!r}: apt-get install busybox-static")
+        repository, tag = PROBE_IMAGE.split(":")
+        engine.api.import_image_from_data(
+            _probe_rootfs(Path(found)),
+            repository=repository,
+            tag=tag,
+            changes=["ENV PATH=/bin", 'CMD ["sleep", "3600"]'],
+        )
+    return PROBE_IMAGE
+
+
+@dataclass
+class Sandbox:
+    """The names one test may use, and their removal."""
+
+    client: docker.DockerClient
+    image: str
+    prefix: str = field(default_factory=lambda: f"e2etest-{secrets.token_hex(4)}-")
+    _subnets: list[str] = field(default_factory=list)
+
+    def name(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    def subnet(self) -> str:
+        """A 10.213.x.0/24 that no network on this engine (nor this test) uses yet."""
+        taken = {
+            config.get("Subnet")
+            for network in self.client.api.networks()
+            for config in (network.get("IPAM") or {}).get("Config") or []
+        }
+        free = [f"10.213.{x}.0/24" for x in range(256) if f"10.213.{x}.0/24" not in taken | set(self._subnets)]
+        subnet = str(ipaddress.ip_network(random.choice(free)))
+        self._subnets.append(subnet)
+        return subnet
+
+    def _mine(self, names: list[str]) -> list[str]:
+        return [name for name in names if name.startswith(self.prefix)]
+
+    def containers(self) -> list[str]:
+        listed = self.client.api.containers(all=True, filters={"name": self.prefix})
+        return self._mine([container["Names"][0].lstrip("/") for container in listed])
+
+    def logs(self) -> str:
+        sections = []
+        for name in self.containers():
+            text = self.client.api.logs(name, tail=200).decode(errors="replace")
+            sections.append(f"--- {name}\n{text}")
+        return "\n".join(sections) or "(no containers)"
+
+    def remove_all(self) -> None:
+        api = self.client.api
+        for name in self.containers():
+            api.remove_container(name, v=True, force=True)
+        for name in self._mine([network["Name"] for network in api.networks()]):
+            api.remove_network(name)
+        for name in self._mine([volume["Name"] for volume in api.volumes().get("Volumes") or []]):
+            try:
+                api.remove_volume(name, force=True)
+            except NotFound:
+                continue
+
+
+@pytest.fixture
+def sandbox(engine: docker.DockerClient, probe_image: str) -> Iterator[Sandbox]:
+    box = Sandbox(engine, probe_image)
+    try:
+        yield box
+    finally:
+        box.remove_all()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that used a sandbox shows its containers' logs (taken before the cleanup)."""
+    report = yield
+    funcargs = getattr(item, "funcargs", {})
+    box = funcargs.get("sandbox")
+    if report.failed and call.when == "call" and isinstance(box, Sandbox):
+        report.sections.append(("container logs", box.logs()))
+    if report.failed and call.when == "call" and "stack" in funcargs:
+        report.sections.append(("e2e stack logs", stack_logs(funcargs["engine"])))
+    return report
+
+
+# Measured figures of the engine tests (the README reports them), printed at the end of the run.
+FIGURES: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("measured on the real engine")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")

@@ -2,8 +2,8 @@
 
 import pulumi
 
-from components.loading import ConfigError
 from components.program import build
+from model.loading import ConfigError
 
 try:
     outputs = build()

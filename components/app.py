@@ -12,10 +12,10 @@ import pulumi_docker as docker
 from components.container import Attachment, HardenedContainer, Healthcheck, Mount, ServiceSpec, Upload, UploadDir
 from components.context import StackContext
 from components.images_resource import pull
-from components.settings import AppBuild, Settings
-from components.tuning import created_app_replicas
 from configs import healthchecks
-from configs.topology import Topology, app_hostname
+from model.settings import AppBuild, Settings
+from model.topology import Topology, app_hostname
+from model.tuning import created_app_replicas
 
 APP_UID = "1001"
 

@@ -19,11 +19,11 @@ from components.container import Attachment, HardenedContainer, Healthcheck, Mou
 from components.context import StackContext
 from components.credentials import Credentials
 from components.images_resource import build_local
-from components.settings import Settings
 from configs.backup import render_backup_config
 from configs.monitoring import BACKUP_METRICS_PORT
 from configs.render import render_pgbackrest
-from configs.topology import S3_CA_FILE, Topology
+from model.settings import Settings
+from model.topology import S3_CA_FILE, Topology
 
 POSTGRES_UID = "999"
 IMAGE_SOURCES = (

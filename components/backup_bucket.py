@@ -8,7 +8,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from components.settings import BACKUP_TOOL_PREFIXES, S3BackupSettings
+from model.settings import BACKUP_TOOL_PREFIXES, S3BackupSettings
 
 
 def writer_policy(bucket_arn: str, kms_key_arn: str | None) -> str:

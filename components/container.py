@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
-from components.settings import Resources
+from model.settings import Resources
 
 LOG_OPTS = {"max-size": "10m", "max-file": "3"}
 LABEL_PREFIX = "org.1001stories"

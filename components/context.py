@@ -6,9 +6,9 @@ from typing import NamedTuple
 
 from components.credentials import Credentials
 from components.network import Networks
-from components.settings import Settings
 from configs.render import ServerVersions
-from configs.topology import Topology
+from model.settings import Settings
+from model.topology import Topology
 
 
 class StackContext(NamedTuple):

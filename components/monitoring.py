@@ -23,9 +23,9 @@ from components.container import (
 from components.context import StackContext
 from components.credentials import Credentials
 from components.images_resource import pull
-from components.settings import Resources
 from configs import healthchecks, monitoring
-from configs.topology import NGINX_STATUS_PORT, ROLES
+from model.settings import Resources
+from model.topology import NGINX_STATUS_PORT, ROLES
 
 NOBODY = "65534"
 GRAFANA_UID = "472"

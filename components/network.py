@@ -22,8 +22,8 @@ import pulumi
 import pulumi_docker as docker
 
 from components.container import LABEL_PREFIX, Attachment
-from components.settings import Settings
-from components.tuning import egress_services, egress_subnet
+from model.settings import Settings
+from model.tuning import egress_services, egress_subnet
 
 INTERNAL = {"edge": False, "app": True, "backend": True, "data": True, "monitoring": False, "control": True}
 

@@ -22,9 +22,9 @@ from components.network import Networks
 from components.pooler import Pooler
 from components.proxy import Proxy
 from components.scaler import AppScaler
-from components.settings import Settings
 from configs.render import image_versions, render_all
-from configs.topology import container_topology
+from model.settings import Settings
+from model.topology import container_topology
 
 
 def _value_of(key: str, values: Mapping[str, str]) -> str:

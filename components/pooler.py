@@ -11,7 +11,7 @@ from components.context import StackContext
 from components.images_resource import pull
 from configs import healthchecks
 from configs.render import render_pgbouncer, render_pgbouncer_userlist
-from configs.topology import ROLES
+from model.topology import ROLES
 
 PGBOUNCER_UID = "70"
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pulumi
 
-from components.loading import SECRETS_KEY, SETTINGS_KEY, load_settings
 from components.platform import Platform
-from components.settings import Settings
+from model.loading import SECRETS_KEY, SETTINGS_KEY, load_settings
+from model.settings import Settings
 
 
 def read_settings() -> tuple[Settings, pulumi.Output[Mapping[str, str]]]:

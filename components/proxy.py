@@ -11,10 +11,10 @@ from components.container import Attachment, HardenedContainer, Healthcheck, Mou
 from components.context import StackContext
 from components.images_resource import pull
 from components.network import Networks
-from components.settings import Settings
 from configs import healthchecks
 from configs.render import ACME_CA_FILE, render_certbot, render_nginx
-from configs.topology import LETSENCRYPT_DIR, NGINX_UID, Topology
+from model.settings import Settings
+from model.topology import LETSENCRYPT_DIR, NGINX_UID, Topology
 
 SELF_SIGNED_VALIDITY_HOURS = 365 * 24
 CERTBOT_DIR = "/etc/stories/certbot"

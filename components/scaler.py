@@ -18,9 +18,9 @@ IMAGE_SOURCES = (
     "scaler/__init__.py",
     "scaler/policy.py",
     "scaler/service.py",
-    "components/__init__.py",
-    "components/images.py",
-    "components/settings.py",
+    "model/__init__.py",
+    "model/images.py",
+    "model/settings.py",
 )
 SCALER_UID = "10001"
 PROXY_PORT = 2375

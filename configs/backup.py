@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from backup.config import BackupJobConfig, Intervals, ResticRepo
-from components.settings import Settings
 from configs.monitoring import BACKUP_METRICS_PORT
-from configs.topology import BACKUP_STANZA, Topology
+from model.settings import Settings
+from model.topology import BACKUP_STANZA, Topology
 
 PG_BIN_DIR = "/usr/lib/postgresql/15/bin"  # in the image and in Debian's postgresql-15 alike
 

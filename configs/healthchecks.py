@@ -3,8 +3,8 @@ same command. They run inside the service's own container, so they reach it on 1
 
 from __future__ import annotations
 
-from components.settings import Settings
-from configs.topology import ROLES, Topology
+from model.settings import Settings
+from model.topology import ROLES, Topology
 
 LOCAL = "127.0.0.1"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from components.settings import Receiver, Settings
+from model.settings import Receiver, Settings
 
 CONFIG_DIR = "/etc/stories"
 BACKUP_METRICS_PORT = 9401

@@ -15,10 +15,10 @@ from typing import Any
 
 import jinja2
 
-from components.settings import SUPERUSER_RESERVED_CONNECTIONS, Settings
-from components.tuning import postgres_tuning
 from configs import monitoring
-from configs.topology import BACKUP_GID, BACKUP_STANZA, LETSENCRYPT_DIR, NGINX_UID, ROLES, Topology
+from model.settings import SUPERUSER_RESERVED_CONNECTIONS, Settings
+from model.topology import BACKUP_GID, BACKUP_STANZA, LETSENCRYPT_DIR, NGINX_UID, ROLES, Topology
+from model.tuning import postgres_tuning
 
 TEMPLATES = Path(__file__).parent / "templates"
 

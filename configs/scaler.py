@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from components.settings import Settings
 from configs.monitoring import SCALER_METRICS_PORT
+from model.settings import Settings
 
 SOCKET_PROXY_URL = "http://socket-proxy:2375"
 PROMETHEUS_URL = "http://prometheus:9090"

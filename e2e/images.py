@@ -41,9 +41,9 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 from docker.models.images import Image
 
-from components.images import parse_image
-from components.loading import ConfigError
-from components.settings import Settings
+from model.images import parse_image
+from model.loading import ConfigError
+from model.settings import Settings
 from tools.plan import run_plan, settings_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,11 +27,11 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
-from components.loading import SETTINGS_KEY
 from e2e.applier import apply, destroy
 from e2e.images import build_all
 from e2e.mocks import RealMocks
 from harness.servers import make_certificates
+from model.loading import SETTINGS_KEY
 from tools.plan import CONTAINER, PlannedResource, project_name, run_plan, run_program, settings_for, stack_config
 
 STACK = "e2e"

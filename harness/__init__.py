@@ -1,1 +1,1 @@
-"""The real servers on loopback, with the files the stack deploys (see `configs.topology.loopback_topology`)."""
+"""The real servers on loopback, with the files the stack deploys (see `model.topology.loopback_topology`)."""

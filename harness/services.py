@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.settings import Settings
 from configs.credentials import redis_acl_hash, scram_sha256_verifier
 from configs.render import (
     ServerVersions,
@@ -26,7 +25,6 @@ from configs.render import (
     render_redis,
     render_redis_acl,
 )
-from configs.topology import ROLES, LoopbackPorts, Topology, loopback_topology
 from harness.servers import (
     PG_BIN,
     Server,
@@ -40,6 +38,8 @@ from harness.servers import (
     which,
     write,
 )
+from model.settings import Settings
+from model.topology import ROLES, LoopbackPorts, Topology, loopback_topology
 
 
 def new_password() -> str:

@@ -14,7 +14,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project: components.images
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project: model.images
 
 from policy.props import Resource, ResourcePolicy, StackPolicy
 from policy.validators import RESOURCE_POLICIES, STACK_POLICIES

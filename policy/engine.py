@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from components.images import IMAGE_DIRECTORIES
+from model.images import IMAGE_DIRECTORIES
 from policy.props import CONTAINER, LABEL, NETWORK, Props, Resource, ResourcePolicy, StackPolicy, is_config_container
 from policy.props import labels as labels_of
 from policy.props import service as service_of
@@ -64,7 +64,7 @@ def volume_owners(resource_type: str, props: Props, name: str) -> list[str]:
     return [
         f"{name}: volume {volume['volumeName']} is mounted writable at {volume['containerPath']}, where the image "
         f"has no directory owned by uid {uid}: Docker would create it root-owned 0755; create the directory in "
-        "the image (and record it in components/images.py IMAGE_DIRECTORIES) or mount another path"
+        "the image (and record it in model/images.py IMAGE_DIRECTORIES) or mount another path"
         for volume in props.get("volumes") or []
         if volume.get("volumeName") and not volume.get("readOnly")
         if directories.get(volume["containerPath"]) != uid

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from components.images import parse_image
+from model.images import parse_image
 from policy.engine import ENGINE_RESOURCE_POLICIES, ENGINE_STACK_POLICIES
 from policy.props import (
     CONTAINER,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from components.settings import ScalingSettings, Settings
+from model.settings import ScalingSettings, Settings
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic import BaseModel, ConfigDict
 
-from components.settings import ScalingSettings
+from model.settings import ScalingSettings
 from scaler.policy import Bounds, Decision, History, Policy, Signals, decide
 
 LOG = logging.getLogger("scaler")

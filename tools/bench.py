@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from components.loading import load_settings
 from harness import services
 from harness.servers import which
+from model.loading import load_settings
 from tools.plan import project_name, stack_config
 
 GUIDE_CLAIM = 0.60

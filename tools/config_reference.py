@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from components.settings import Settings
+from model.settings import Settings
 
 BEGIN = "<!-- config-reference:begin -->"
 END = "<!-- config-reference:end -->"

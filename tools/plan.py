@@ -26,7 +26,7 @@ import yaml
 from pulumi.runtime import mocks, rpc
 
 from components.container import LABEL_PREFIX, SECRET_PERMISSIONS
-from components.loading import SETTINGS_KEY, ConfigError, load_settings
+from model.loading import SETTINGS_KEY, ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "[secret]"
@@ -337,7 +337,7 @@ def format_table(plan: Plan) -> str:
 def write_config_files(stack: str, out: Path) -> list[Path]:
     """Every rendered config file of the stack as out/<service>/<file>."""
     from configs.render import image_versions, render_all
-    from configs.topology import container_topology
+    from model.topology import container_topology
 
     settings = settings_for(stack)
     written = []

@@ -8,7 +8,7 @@ import sys
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from components.loading import ConfigError
+from model.loading import ConfigError
 from scaler.policy import Policy, scheduled_floor
 from tools.plan import ROOT, settings_for
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from components.loading import ConfigError
+from model.loading import ConfigError
 from tools.plan import settings_for
 
 

@@ -30,13 +30,13 @@ from docker.models.images import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from components.app import APP_CONFIG_DIR, database_url, redis_url
-from components.settings import Settings
 from configs import healthchecks
 from configs.metrics import METRICS
 from e2e.images import build_service_image
 from harness import services
 from harness.servers import free_port, make_certificates
 from harness.services import Environment, PgBouncer
+from model.settings import Settings
 from tools.plan import settings_for
 
 pytestmark = pytest.mark.engine

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from components.settings import Settings
 from configs import monitoring
 from configs.metrics import METRICS, metric_names
 from harness.servers import which
+from model.settings import Settings
 from tests.unit.test_settings import MINIMAL
 from tools.plan import STACKS, settings_for
 
@@ -369,7 +369,7 @@ RECEIVERS = [
 
 @pytest.mark.parametrize("receivers", [[], RECEIVERS], ids=["no-receivers", "email-slack-webhook"])
 def test_amtool_accepts_alertmanager_config(receivers: list[dict[str, Any]], tmp_path: Path) -> None:
-    from components.loading import load_settings
+    from model.loading import load_settings
 
     secret_values = {
         "SMTP_PASSWORD": "test-only-smtp",

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from components.settings import Settings
 from configs.render import image_versions, render_certbot, render_nginx
-from configs.topology import LoopbackPorts, Topology, container_topology, loopback_topology
 from harness.servers import Server, copy, free_port, make_certificates, service_user, write
 from harness.services import Environment
+from model.settings import Settings
+from model.topology import LoopbackPorts, Topology, container_topology, loopback_topology
 from tools.plan import STACKS, settings_for
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ import time
 import psycopg
 import pytest
 
-from components.tuning import postgres_tuning
 from configs import healthchecks
-from configs.topology import ROLES
 from harness.services import PgBouncer, Postgres
+from model.topology import ROLES
+from model.tuning import postgres_tuning
 
 pytestmark = pytest.mark.integration
 

@@ -22,12 +22,12 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from components.loading import load_settings
 from components.scaler import proxy_command
 from configs.scaler import render_scaler_config
 from harness import services
 from harness.servers import Server, free_port
 from harness.services import Environment
+from model.loading import load_settings
 from scaler.service import DockerApi, Prometheus, Scaler, ScalerConfig
 from tools.plan import project_name, stack_config
 

@@ -9,7 +9,7 @@ import pytest
 from backup.config import BackupJobConfig
 from backup.service import RETRY_AFTER, Schedule, postgres_backup_due
 from configs.backup import render_backup_config
-from configs.topology import container_topology
+from model.topology import container_topology
 from tools.plan import settings_for
 
 NOW = datetime(2027, 5, 10, 12, 0, tzinfo=UTC)
@@ -62,7 +62,7 @@ def test_expected_intervals_follow_the_settings(config: BackupJobConfig) -> None
 
 
 def test_the_rpo_rules_are_validated() -> None:
-    from components.loading import ConfigError, load_settings
+    from model.loading import ConfigError, load_settings
     from tests.unit.test_settings import with_change
 
     with pytest.raises(ConfigError, match=r"must be under the RPO"):

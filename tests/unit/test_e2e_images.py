@@ -14,8 +14,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.images import parse_image
-from components.settings import Images
 from e2e import images
 from e2e.images import (
     DEBIAN_KEYRING,
@@ -41,6 +39,8 @@ from e2e.images import (
     one_line_sources,
     upstream_version,
 )
+from model.images import parse_image
+from model.settings import Images
 from tests.conftest import plan_of
 from tools.plan import settings_for
 

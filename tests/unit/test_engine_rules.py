@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from docker.utils.build import exclude_paths
 
-from components.images import parse_image
 from components.proxy import certbot_healthcheck
-from components.settings import Images
 from configs.render import render_certbot, render_postgres
-from configs.topology import BACKUP_GID, NGINX_UID, container_topology
+from model.images import parse_image
+from model.settings import Images
+from model.topology import BACKUP_GID, NGINX_UID, container_topology
 from policy.engine import (
     aliases_reach_the_engine,
     egress_where_needed,

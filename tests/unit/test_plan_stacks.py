@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.images import parse_image
-from components.loading import ConfigError
+from model.images import parse_image
+from model.loading import ConfigError
 from tests.conftest import plan_of
 from tools import plan as plan_module
 from tools.plan import CONTAINER, SECRET, Plan, run_plan, stack_config
@@ -375,7 +375,7 @@ def test_the_entry_point_turns_bad_config_into_one_run_error() -> None:
 
 def test_the_app_reaches_pgbouncer_over_verified_tls(stack_plan: Plan) -> None:
     from components.app import database_url
-    from configs.topology import container_topology
+    from model.topology import container_topology
     from tools.plan import settings_for
 
     settings = settings_for(stack_plan.stack)

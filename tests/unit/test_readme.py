@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.settings import Settings
+from model.settings import Settings
 from tools.config_reference import BEGIN, END, rows, table
 
 README = Path(__file__).resolve().parents[2] / "README.md"

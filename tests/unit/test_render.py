@@ -10,8 +10,6 @@ import re
 import pytest
 import yaml
 
-from components.loading import load_settings
-from components.settings import Settings
 from configs import monitoring
 from configs.credentials import redis_acl_hash, scram_sha256_verifier
 from configs.render import (
@@ -23,7 +21,9 @@ from configs.render import (
     render_postgres,
     render_redis,
 )
-from configs.topology import container_topology
+from model.loading import load_settings
+from model.settings import Settings
+from model.topology import container_topology
 from tests.unit.test_settings import MINIMAL, with_change
 
 SETTINGS = load_settings(MINIMAL)
@@ -116,7 +116,7 @@ def test_alertmanager_without_receivers_keeps_alerts() -> None:
 def test_loopback_topology_changes_only_hosts_ports_and_paths() -> None:
     from pathlib import Path
 
-    from configs.topology import LoopbackPorts, loopback_topology
+    from model.topology import LoopbackPorts, loopback_topology
 
     ports = LoopbackPorts(1, 2, 3, 4, 5, 6, (7, 8))
     loop = loopback_topology(SETTINGS, Path("/t"), ports)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.loading import ConfigError, load_settings
+from model.loading import ConfigError, load_settings
 from scaler.policy import History, Policy, Signals, decide, load_target, scheduled_floor
 from tests.unit.test_settings import MINIMAL, with_change
 

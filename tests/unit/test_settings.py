@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from components.loading import ConfigError, load_settings
-from components.tuning import container_budget, postgres_tuning, required_max_connections
+from model.loading import ConfigError, load_settings
+from model.tuning import container_budget, postgres_tuning, required_max_connections
 from tools.plan import STACKS, settings_for
 
 MINIMAL: dict[str, Any] = {"domain": "stories.example.org", "app": {"image": "ghcr.io/1001-stories/app:1.0.0"}}

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from components.images import ImageRef, parse_image
+from model.images import ImageRef, parse_image
 
 # Postgres connections that are not PgBouncer's: superuser_reserved_connections, the exporter, the
 # backup tool (pgBackRest opens up to two), and a few for an operator's psql or a migration.

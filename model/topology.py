@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from components.settings import Settings
+from model.settings import Settings
 
 # Roles and users the platform creates, besides the app's own.
 ROLES = {

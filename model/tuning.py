@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
-from components.settings import (
+from model.settings import (
     EGRESS_PREFIX_LENGTH,
     NON_POOL_CONNECTIONS,
     SUPERUSER_RESERVED_CONNECTIONS,

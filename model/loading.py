@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from components.settings import Settings
-from components.tuning import container_budget, postgres_tuning, required_max_connections
+from model.settings import Settings
+from model.tuning import container_budget, postgres_tuning, required_max_connections
 
 SETTINGS_KEY = "settings"
 SECRETS_KEY = "secrets"

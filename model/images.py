@@ -1,22 +1,27 @@
-"""Image references: every image is pinned to an explicit version tag, and the version is read from it
-so that configuration keys that differ between server versions can be rendered for the pinned one."""
+"""Image references: every image is pinned, by an explicit version tag, a digest, or both. The version
+is read from the tag so that configuration keys that differ between server versions can be rendered for
+the pinned one."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+# A registry port (`host:5000/`) is told from a tag by the slash after it.
 _REFERENCE = re.compile(
-    r"^(?P<repository>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
-    r":(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(?:@sha256:[a-f0-9]{64})?$"
+    r"^(?P<repository>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+(?=/))?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
 _VERSION = re.compile(r"^v?(?P<numbers>\d+(?:\.\d+)*)")
 
 
 @dataclass(frozen=True)
 class ImageRef:
+    """`version` is the tag's leading numbers; empty for a reference by digest alone."""
+
     repository: str
-    tag: str
+    tag: str | None
+    digest: str | None
     version: tuple[int, ...]
 
     @property
@@ -25,15 +30,18 @@ class ImageRef:
 
 
 def parse_image(reference: str) -> ImageRef:
-    """Parse `repository:tag[@sha256:digest]`; the tag must start with a version number."""
+    """Parse `repository:tag`, `repository:tag@sha256:digest` or `repository@sha256:digest`. A tag must
+    start with a version number: a floating tag (latest, stable, alpine, bookworm) moves, even beside a
+    digest it misleads. A digest alone is the strongest pin there is, but says no version."""
     match = _REFERENCE.match(reference)
-    if not match:
+    if not match or not (match["tag"] or match["digest"]):
         raise ValueError("must be repository:tag with an explicit version tag (for example postgres:15.13)")
     tag = match["tag"]
-    version = _VERSION.match(tag)
-    if not version:
+    version = _VERSION.match(tag) if tag else None
+    if tag and not version:
         raise ValueError(f"tag {tag!r} is not a version; pin an explicit version instead of a floating tag")
-    return ImageRef(match["repository"], tag, tuple(int(part) for part in version["numbers"].split(".")))
+    numbers = tuple(int(part) for part in version["numbers"].split(".")) if version else ()
+    return ImageRef(match["repository"], tag, match["digest"], numbers)
 
 
 # Directories the images have where the stack mounts a writable named volume, with their owner's uid:

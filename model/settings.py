@@ -11,7 +11,7 @@ import itertools
 import re
 from datetime import date, time
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -30,6 +30,27 @@ NON_POOL_CONNECTIONS = 12
 BACKUP_TOOL_PREFIXES = ("pgbackrest/", "restic/")
 
 
+Location = tuple[str | int, ...]
+
+
+class InvalidKeyError(ValueError):
+    """A model validator's finding about one key under its model: `location` is the key path from the
+    model (camelCase keys, list indexes) and `value` the value there. pydantic keeps the exception in
+    the error's context; loading.py appends the location to the model's and names that key."""
+
+    def __init__(self, location: Location, value: Any, rule: str) -> None:
+        super().__init__(rule)
+        self.location = location
+        self.value = value
+
+
+def blamed(earlier: str, later: str, written: set[str]) -> tuple[str, str]:
+    """Of two keys that clash, (the one to name, the other): the one the user wrote, else the later."""
+    if earlier in written and later not in written:
+        return earlier, later
+    return later, earlier
+
+
 class Model(BaseModel):
     """Base of every settings node: camelCase keys, unknown keys rejected, immutable."""
 
@@ -43,11 +64,35 @@ class Model(BaseModel):
 
 
 def _pinned_image(value: str) -> str:
-    parse_image(value)  # raises ValueError with the rule when the tag is missing or floating
+    parse_image(value)  # raises ValueError with the rule when unpinned or the tag is floating
+    return value
+
+
+def _versioned_image(value: str) -> str:
+    reference = parse_image(value)
+    if not reference.version:
+        raise ValueError(
+            f"keep the version tag beside the digest ({reference.repository}:<version>@sha256:...): "
+            "this image's configuration is rendered for its version"
+        )
+    return value
+
+
+def _built_image(value: str) -> str:
+    if parse_image(value).digest:
+        raise ValueError("must be repository:tag: the digest of an image built here is known only after the build")
+    return value
+
+
+def _postgres_15(value: str) -> str:
+    if parse_image(value).major != 15:
+        raise ValueError("must be a PostgreSQL 15 image (the data directory is 15)")
     return value
 
 
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+VersionedImage = Annotated[PinnedImage, AfterValidator(_versioned_image)]
+BuiltImage = Annotated[PinnedImage, AfterValidator(_built_image)]
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -72,9 +117,54 @@ def _env_name(value: str) -> str:
     return value
 
 
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path, starting with /")
+    return value
+
+
+def _docker_host(value: str) -> str:
+    if not re.match(r"^(unix|ssh|tcp)://\S+$", value):
+        raise ValueError("must be unix:///path, ssh://user@host or tcp://host:port")
+    return value
+
+
+# The databases every Postgres cluster has; the app's own must be another.
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
+
+
+def _app_database(value: str) -> str:
+    if value in SYSTEM_DATABASES:
+        raise ValueError(f"must not be one of Postgres's own databases ({', '.join(SYSTEM_DATABASES)})")
+    return value
+
+
+# RFC 1918: a public range on a Docker network shadows those real addresses on the host.
+PRIVATE_RANGES = (IPv4Network("10.0.0.0/8"), IPv4Network("172.16.0.0/12"), IPv4Network("192.168.0.0/16"))
+
+
+def _private_subnet(value: IPv4Network) -> IPv4Network:
+    if not any(value.subnet_of(private) for private in PRIVATE_RANGES):
+        raise ValueError(f"must be a private range (RFC 1918: {', '.join(map(str, PRIVATE_RANGES))})")
+    return value
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("is not an IANA time zone (e.g. Europe/Berlin)") from None
+    return value
+
+
 Hostname = Annotated[str, AfterValidator(_hostname)]
 SqlIdentifier = Annotated[str, AfterValidator(_sql_identifier)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+DockerHost = Annotated[str, AfterValidator(_docker_host)]
+AppDatabase = Annotated[SqlIdentifier, AfterValidator(_app_database)]
+PrivateSubnet = Annotated[IPv4Network, AfterValidator(_private_subnet)]
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
 
 
 class Resources(Model):
@@ -88,8 +178,8 @@ class Resources(Model):
     @model_validator(mode="after")
     def _reservation_below_limit(self) -> Resources:
         if self.memory_reservation_mb > self.memory_mb:
-            raise ValueError(
-                f"memoryReservationMb ({self.memory_reservation_mb}) must not exceed memoryMb ({self.memory_mb})"
+            raise InvalidKeyError(
+                ("memoryReservationMb",), self.memory_reservation_mb, f"must not exceed memoryMb ({self.memory_mb})"
             )
         return self
 
@@ -99,20 +189,12 @@ def resources(memory_mb: int, reservation_mb: int, cpus: float) -> Resources:
 
 
 class HostSettings(Model):
-    docker_host: str = "unix:///var/run/docker.sock"
+    docker_host: DockerHost = "unix:///var/run/docker.sock"
     ssh_opts: list[str] = Field(default_factory=list)
     memory_mb: int = Field(default=8192, ge=512)
     cpus: float = Field(default=4, gt=0)
     retain_data_volumes: bool = True
     docker_socket_gid: int = Field(default=999, ge=1, description="gid owning /var/run/docker.sock on the host")
-
-    @model_validator(mode="after")
-    def _known_scheme(self) -> HostSettings:
-        if not re.match(r"^(unix|ssh|tcp)://\S+$", self.docker_host):
-            raise ValueError(
-                f"dockerHost {self.docker_host!r} must be unix:///path, ssh://user@host or tcp://host:port"
-            )
-        return self
 
 
 EGRESS_PREFIX_LENGTH = 27  # each egress network gets a /27 of `networks.egress`: 30 addresses, one service
@@ -126,13 +208,13 @@ class NetworkSettings(Model):
     with another service. `egressInternal` is for an isolated test host only (the e2e stack): those
     networks then have no route out and the outside services are stand-ins attached to them."""
 
-    edge: IPv4Network = IPv4Network("172.30.0.0/24")
-    app: IPv4Network = IPv4Network("172.30.1.0/24")
-    backend: IPv4Network = IPv4Network("172.30.2.0/24")
-    data: IPv4Network = IPv4Network("172.30.3.0/24")
-    monitoring: IPv4Network = IPv4Network("172.30.4.0/24")
-    control: IPv4Network = IPv4Network("172.30.5.0/24")
-    egress: IPv4Network = Field(default=IPv4Network("172.30.8.0/24"), description="split into /27s")
+    edge: PrivateSubnet = IPv4Network("172.30.0.0/24")
+    app: PrivateSubnet = IPv4Network("172.30.1.0/24")
+    backend: PrivateSubnet = IPv4Network("172.30.2.0/24")
+    data: PrivateSubnet = IPv4Network("172.30.3.0/24")
+    monitoring: PrivateSubnet = IPv4Network("172.30.4.0/24")
+    control: PrivateSubnet = IPv4Network("172.30.5.0/24")
+    egress: PrivateSubnet = Field(default=IPv4Network("172.30.8.0/24"), description="split into /27s")
     egress_internal: bool = False
 
     def subnets(self) -> dict[str, IPv4Network]:
@@ -141,22 +223,26 @@ class NetworkSettings(Model):
     @model_validator(mode="after")
     def _disjoint(self) -> NetworkSettings:
         if self.egress.prefixlen > EGRESS_PREFIX_LENGTH - 2:
-            raise ValueError(f"egress ({self.egress}) must be a /{EGRESS_PREFIX_LENGTH - 2} or larger")
-        subnets = self.subnets()
-        for name, subnet in subnets.items():
-            for other, other_subnet in subnets.items():
-                if name < other and subnet.overlaps(other_subnet):
-                    raise ValueError(f"subnets {name} ({subnet}) and {other} ({other_subnet}) overlap")
+            raise InvalidKeyError(
+                ("egress",), self.egress, f"must be a /{EGRESS_PREFIX_LENGTH - 2} or larger (a /27 per service)"
+            )
+        subnets = self.subnets()  # one-word fields: each name is its camelCase key
+        for earlier, later in itertools.combinations(subnets, 2):
+            if subnets[earlier].overlaps(subnets[later]):
+                name, other = blamed(earlier, later, self.model_fields_set)
+                raise InvalidKeyError((name,), subnets[name], f"overlaps {other} ({subnets[other]})")
         return self
 
 
 class Images(Model):
-    """Every image pinned to an explicit version tag. The Postgres major must stay 15 (the data directory)."""
+    """Every image pinned, by an explicit version tag or a digest (`repository@sha256:...`) or both.
+    postgres, pgbouncer, redis and nginx keep their version tag beside a digest: their configuration is
+    rendered for their version. The Postgres major must stay 15 (the data directory)."""
 
-    postgres: PinnedImage = "postgres:15.13-bookworm"
-    pgbouncer: PinnedImage = "edoburu/pgbouncer:1.23.1"
-    redis: PinnedImage = "redis:7.2.5-alpine"
-    nginx: PinnedImage = "nginxinc/nginx-unprivileged:1.27.3-alpine"
+    postgres: Annotated[VersionedImage, AfterValidator(_postgres_15)] = "postgres:15.13-bookworm"
+    pgbouncer: VersionedImage = "edoburu/pgbouncer:1.23.1"
+    redis: VersionedImage = "redis:7.2.5-alpine"
+    nginx: VersionedImage = "nginxinc/nginx-unprivileged:1.27.3-alpine"
     certbot: PinnedImage = "certbot/certbot:v3.0.1"
     prometheus: PinnedImage = "prom/prometheus:v2.53.3"
     alertmanager: PinnedImage = "prom/alertmanager:v0.27.0"
@@ -174,12 +260,6 @@ class Images(Model):
     def ref(self, service: str) -> ImageRef:
         return parse_image(getattr(self, service))
 
-    @model_validator(mode="after")
-    def _postgres_major(self) -> Images:
-        if self.ref("postgres").major != 15:
-            raise ValueError(f"postgres {self.postgres!r} must be a PostgreSQL 15 image (the data directory is 15)")
-        return self
-
 
 class AppBuild(Model):
     """Build the app image from its repository (docker.Image with BuildKit)."""
@@ -187,7 +267,7 @@ class AppBuild(Model):
     context: str
     dockerfile: str = "Dockerfile"
     target: str | None = None
-    image_name: PinnedImage
+    image_name: BuiltImage
     cache_from: list[str] = Field(default_factory=list)
 
 
@@ -199,25 +279,27 @@ class AppSettings(Model):
     port: int = Field(default=3000, ge=1, le=65535)
     env: dict[EnvName, str] = Field(default_factory=dict)
     secret_env: list[EnvName] = Field(default_factory=list)
-    uploads_path: str = "/app/uploads"
-    books_path: str = "/app/public/books"
-    tmp_path: str = "/app/tmp"
-    cache_path: str = "/app/.next/cache"
-    health_path: str = "/api/health"
+    uploads_path: AbsolutePath = "/app/uploads"
+    books_path: AbsolutePath = "/app/public/books"
+    tmp_path: AbsolutePath = "/app/tmp"
+    cache_path: AbsolutePath = "/app/.next/cache"
+    health_path: AbsolutePath = "/api/health"
     metrics_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9/_.-]*$")
     resources: Resources = Field(default_factory=lambda: resources(1024, 256, 1.0))
 
     @model_validator(mode="after")
     def _image_or_build(self) -> AppSettings:
         if (self.image is None) == (self.build is None):
-            raise ValueError("set exactly one of image (a pinned reference) or build (a context to build)")
+            raise InvalidKeyError(
+                ("image",), self.image, "set exactly one of image (a pinned reference) or build (a context to build)"
+            )
         if self.replicas > self.max_replicas:
-            raise ValueError(f"replicas ({self.replicas}) must not exceed maxReplicas ({self.max_replicas})")
+            raise InvalidKeyError(("replicas",), self.replicas, f"must not exceed maxReplicas ({self.max_replicas})")
         return self
 
 
 class DatabaseSettings(Model):
-    name: SqlIdentifier = "stories_db"
+    name: AppDatabase = "stories_db"
     user: SqlIdentifier = "stories_user"
     data_host_path: str | None = None
     work_mem_mb: int = Field(default=4, ge=1, le=2048)
@@ -241,12 +323,12 @@ class PoolSettings(Model):
     @model_validator(mode="after")
     def _pool_order(self) -> PoolSettings:
         if self.min_pool_size > self.default_pool_size:
-            raise ValueError(
-                f"minPoolSize ({self.min_pool_size}) must not exceed defaultPoolSize ({self.default_pool_size})"
+            raise InvalidKeyError(
+                ("minPoolSize",), self.min_pool_size, f"must not exceed defaultPoolSize ({self.default_pool_size})"
             )
         if self.max_client_conn < self.default_pool_size:
-            raise ValueError(
-                f"maxClientConn ({self.max_client_conn}) must be at least defaultPoolSize ({self.default_pool_size})"
+            raise InvalidKeyError(
+                ("maxClientConn",), self.max_client_conn, f"must be at least defaultPoolSize ({self.default_pool_size})"
             )
         return self
 
@@ -292,7 +374,7 @@ class TlsSettings(Model):
     @model_validator(mode="after")
     def _email_for_acme(self) -> TlsSettings:
         if self.mode == "letsencrypt" and not self.email:
-            raise ValueError("mode letsencrypt needs an email for the ACME account")
+            raise InvalidKeyError(("email",), self.email, "mode letsencrypt needs an email for the ACME account")
         return self
 
 
@@ -364,13 +446,14 @@ class Receiver(Model):
             raise ValueError(f"receiver {self.name!r} must set exactly one of email, slack or webhook")
         return self
 
-    def secret_names(self) -> list[str]:
-        names = [
-            self.email.auth_password_secret if self.email else None,
-            self.slack.api_url_secret if self.slack else None,
-            self.webhook.url_secret if self.webhook else None,
-        ]
-        return [name for name in names if name]
+    def secret_keys(self) -> dict[str, str]:
+        """Key path (from the receiver) -> the secret it names."""
+        keys = {
+            "email.authPasswordSecret": self.email.auth_password_secret if self.email else None,
+            "slack.apiUrlSecret": self.slack.api_url_secret if self.slack else None,
+            "webhook.urlSecret": self.webhook.url_secret if self.webhook else None,
+        }
+        return {key: name for key, name in keys.items() if name}
 
 
 class GrafanaSettings(Model):
@@ -405,12 +488,27 @@ class MonitoringSettings(Model):
     @model_validator(mode="after")
     def _unique_receivers(self) -> MonitoringSettings:
         names = [receiver.name for receiver in self.receivers]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"receiver names must be unique; repeated: {', '.join(duplicates)}")
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                rule = f"repeats receivers[{names.index(name)}].name; receiver names must be unique"
+                raise InvalidKeyError(("receivers", index, "name"), name, rule)
         if self.grafana.enabled and not self.enabled:
-            raise ValueError("grafana.enabled needs monitoring.enabled")
+            raise InvalidKeyError(("grafana", "enabled"), True, "needs monitoring.enabled")
         return self
+
+
+def _expirable_prefix(value: str) -> str:
+    if not re.match(r"^[a-z0-9][a-z0-9_-]*/$", value):
+        raise ValueError("must look like 'name/'")
+    if value in BACKUP_TOOL_PREFIXES:
+        raise ValueError(
+            "is owned by a backup tool, which keeps its own retention; expiring it would delete data that "
+            "current backups still reference"
+        )
+    return value
+
+
+ExpirablePrefix = Annotated[str, AfterValidator(_expirable_prefix)]
 
 
 class S3BackupSettings(Model):
@@ -421,7 +519,7 @@ class S3BackupSettings(Model):
     retention_days: int = Field(default=30, ge=1, le=3650)
     noncurrent_version_days: int = Field(default=7, ge=1, le=3650)
     abort_incomplete_upload_days: int = Field(default=1, ge=1, le=30)
-    expire_current_prefixes: list[str] = Field(default_factory=lambda: ["dumps/"])
+    expire_current_prefixes: list[ExpirablePrefix] = Field(default_factory=lambda: ["dumps/"])
     writer: Literal["user", "role"] = "user"
     writer_trusted_principal_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:.+$")
     force_destroy: bool = False
@@ -438,17 +536,13 @@ class S3BackupSettings(Model):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> S3BackupSettings:
+    def _role_principal(self) -> S3BackupSettings:
         if self.writer == "role" and not self.writer_trusted_principal_arn:
-            raise ValueError("writer role needs writerTrustedPrincipalArn (who may assume it)")
-        for prefix in self.expire_current_prefixes:
-            if not re.match(r"^[a-z0-9][a-z0-9_-]*/$", prefix):
-                raise ValueError(f"expireCurrentPrefixes entry {prefix!r} must look like 'name/'")
-            if prefix in BACKUP_TOOL_PREFIXES:
-                raise ValueError(
-                    f"expireCurrentPrefixes entry {prefix!r} is owned by a backup tool, which keeps its own "
-                    "retention; expiring it would delete data that current backups still reference"
-                )
+            raise InvalidKeyError(
+                ("writerTrustedPrincipalArn",),
+                self.writer_trusted_principal_arn,
+                "writer role needs it (who may assume the role)",
+            )
         return self
 
 
@@ -481,8 +575,12 @@ class Season(Model):
     @model_validator(mode="after")
     def _ordered(self) -> Season:
         if self.end < self.start:
-            raise ValueError(f"season {self.name!r} ends ({self.end}) before it starts ({self.start})")
+            raise InvalidKeyError(("end",), self.end, f"must not be before start ({self.start})")
         return self
+
+
+def _clock(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
 def _default_windows() -> list[DailyWindow]:
@@ -503,10 +601,11 @@ class LoadThresholds(Model):
 
 class ScalingSettings(Model):
     """The school calendar and load rules of the app scaler. The floor is app.replicas, the cap
-    app.maxReplicas."""
+    app.maxReplicas: every scheduled value (a window's replicas times the weekend and season factors)
+    is bounded to them, the default windows' included."""
 
     enabled: bool = False
-    timezone: str = "Europe/Berlin"
+    timezone: TimeZone = "Europe/Berlin"
     windows: list[DailyWindow] = Field(default_factory=_default_windows)
     weekend_factor: float = Field(default=0.5, gt=0, le=1)
     seasons: list[Season] = Field(default_factory=list)
@@ -517,27 +616,27 @@ class ScalingSettings(Model):
     resources: Resources = Field(default_factory=lambda: resources(128, 32, 0.1))
 
     @model_validator(mode="after")
-    def _calendar(self) -> ScalingSettings:
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+    def _windows_tile_the_day(self) -> ScalingSettings:
         covered: dict[int, str] = {}
-        for window in self.windows:
-            for minute in window.minutes():
+        for index, window in enumerate(self.windows):
+            for minute in sorted(window.minutes()):
                 if minute in covered:
-                    clock = f"{minute // 60:02d}:{minute % 60:02d}"
-                    raise ValueError(f"windows {covered[minute]!r} and {window.name!r} overlap at {clock}")
+                    rule = f"overlaps window {covered[minute]!r} at {_clock(minute)}"
+                    raise InvalidKeyError(("windows", index), window, rule)
                 covered[minute] = window.name
-        missing = sorted(set(range(24 * 60)) - set(covered))
-        if missing:
-            raise ValueError(f"windows do not cover the day: nothing from {missing[0] // 60:02d}:{missing[0] % 60:02d}")
-        ordered = sorted(self.seasons, key=lambda season: season.start)
-        for earlier, later in itertools.pairwise(ordered):
+        missing = set(range(24 * 60)) - set(covered)
+        if missing:  # name where a gap starts: after a covered minute (none when nothing is covered)
+            start = min((minute for minute in missing if (minute - 1) % (24 * 60) not in missing), default=0)
+            raise InvalidKeyError(("windows",), self.windows, f"do not cover the day: nothing from {_clock(start)}")
+        return self
+
+    @model_validator(mode="after")
+    def _seasons_apart(self) -> ScalingSettings:
+        by_start = sorted(enumerate(self.seasons), key=lambda item: item[1].start)
+        for (_, earlier), (index, later) in itertools.pairwise(by_start):
             if later.start <= earlier.end:
-                raise ValueError(
-                    f"seasons {earlier.name!r} and {later.name!r} overlap ({later.start} <= {earlier.end})"
-                )
+                rule = f"falls in season {earlier.name!r} ({earlier.start} to {earlier.end}); seasons must not overlap"
+                raise InvalidKeyError(("seasons", index, "start"), later.start, rule)
         return self
 
 
@@ -554,11 +653,14 @@ class PostgresBackupSettings(Model):
 
     @model_validator(mode="after")
     def _nested_intervals(self) -> PostgresBackupSettings:
-        if not self.full_interval_hours >= self.diff_interval_hours >= self.incr_interval_hours:
-            raise ValueError(
-                f"intervals must nest: fullIntervalHours ({self.full_interval_hours}) >= diffIntervalHours "
-                f"({self.diff_interval_hours}) >= incrIntervalHours ({self.incr_interval_hours})"
+        full, diff, incr = self.full_interval_hours, self.diff_interval_hours, self.incr_interval_hours
+        if not full >= diff >= incr:
+            key, value = ("diffIntervalHours", diff) if diff > full else ("incrIntervalHours", incr)
+            rule = (
+                f"intervals must nest: fullIntervalHours ({full}) >= diffIntervalHours ({diff}) >= "
+                f"incrIntervalHours ({incr})"
             )
+            raise InvalidKeyError((key,), value, rule)
         return self
 
 
@@ -583,14 +685,18 @@ class BackupSettings(Model):
     @model_validator(mode="after")
     def _meets_rpo(self) -> BackupSettings:
         if self.postgres.archive_timeout_seconds >= self.rpo_minutes * 60:
-            raise ValueError(
+            raise InvalidKeyError(
+                ("postgres", "archiveTimeoutSeconds"),
+                self.postgres.archive_timeout_seconds,
                 f"postgres.archiveTimeoutSeconds ({self.postgres.archive_timeout_seconds}) must be under the "
-                f"RPO ({self.rpo_minutes} min)"
+                f"RPO ({self.rpo_minutes} min)",
             )
         if self.files.interval_minutes > self.rpo_minutes:
-            raise ValueError(
+            raise InvalidKeyError(
+                ("files", "intervalMinutes"),
+                self.files.interval_minutes,
                 f"files.intervalMinutes ({self.files.interval_minutes}) must not exceed the RPO "
-                f"({self.rpo_minutes} min)"
+                f"({self.rpo_minutes} min)",
             )
         return self
 
@@ -613,26 +719,30 @@ class Settings(Model):
 
     @model_validator(mode="after")
     def _scaling_bounds(self) -> Settings:
-        for window in self.scaling.windows:
+        """A window the user wrote must be reachable; the defaults are clamped to [app.replicas,
+        app.maxReplicas] by the policy, as every scheduled value is."""
+        written = self.scaling.windows if "windows" in self.scaling.model_fields_set else []
+        for index, window in enumerate(written):
             if window.replicas > self.app.max_replicas:
-                raise ValueError(
-                    f"scaling window {window.name!r} asks for {window.replicas} replicas, above app.maxReplicas "
-                    f"({self.app.max_replicas})"
+                raise InvalidKeyError(
+                    ("scaling", "windows", index, "replicas"),
+                    window.replicas,
+                    f"can never be met: above app.maxReplicas ({self.app.max_replicas})",
                 )
         if self.scaling.enabled and not self.monitoring.enabled:
-            raise ValueError("scaling.enabled needs monitoring.enabled (the scaler reads Prometheus)")
+            raise InvalidKeyError(
+                ("scaling", "enabled"), True, "needs monitoring.enabled (the scaler reads Prometheus)"
+            )
         return self
 
     @property
     def public_url(self) -> str:
         return f"https://{self.domain}"
 
-    def secret_references(self) -> dict[str, list[str]]:
-        """Key path -> names this configuration expects in `<project>:secrets`."""
-        references: dict[str, list[str]] = {}
-        if self.app.secret_env:
-            references["app.secretEnv"] = list(self.app.secret_env)
+    def secret_references(self) -> dict[str, str]:
+        """Key path -> the name it expects in `<project>:secrets`."""
+        references = {f"app.secretEnv[{index}]": name for index, name in enumerate(self.app.secret_env)}
         for index, receiver in enumerate(self.monitoring.receivers):
-            if receiver.secret_names():
-                references[f"monitoring.receivers[{index}]"] = receiver.secret_names()
+            for key, name in receiver.secret_keys().items():
+                references[f"monitoring.receivers[{index}].{key}"] = name
         return references

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Network
+from typing import Any
+
+from pydantic.alias_generators import to_snake
 
 from model.settings import (
     EGRESS_PREFIX_LENGTH,
@@ -66,38 +69,55 @@ def egress_subnet(settings: Settings, service: str) -> IPv4Network:
     return list(settings.networks.egress.subnets(new_prefix=EGRESS_PREFIX_LENGTH))[index]
 
 
-def container_budget(settings: Settings) -> dict[str, tuple[Resources, int]]:
-    """Every long-running container of the stack: service -> (resources, how many). The app counts
-    at maxReplicas, since the host must hold the most the scaler may run."""
-    budget: dict[str, tuple[Resources, int]] = {
-        "postgres": (settings.database.resources, 1),
-        "pgbouncer": (settings.pgbouncer.resources, 1),
-        "redis": (settings.redis.resources, 1),
-        "app": (settings.app.resources, settings.app.max_replicas),
-        "nginx": (settings.proxy.resources, 1),
-        "backup": (settings.backup.resources, 1),
+@dataclass(frozen=True)
+class Allotment:
+    """A service's containers: the resources of each, how many, and the settings key they come from."""
+
+    resources: Resources
+    count: int
+    key: str
+
+
+def _allotment(settings: Settings, key: str, count: int = 1) -> Allotment:
+    """The resources at `key` (camelCase, dotted, under `settings.`), `count` containers of them."""
+    node: Any = settings
+    for part in key.split("."):
+        node = getattr(node, to_snake(part))
+    return Allotment(node, count, key)
+
+
+def container_budget(settings: Settings) -> dict[str, Allotment]:
+    """Every long-running container of the stack: service -> allotment. The app counts at maxReplicas,
+    since the host must hold the most the scaler may run."""
+    keys = {
+        "postgres": "database.resources",
+        "pgbouncer": "pgbouncer.resources",
+        "redis": "redis.resources",
+        "app": "app.resources",
+        "nginx": "proxy.resources",
+        "backup": "backup.resources",
     }
     if settings.scaling.enabled:
-        budget["scaler"] = (settings.scaling.resources, 1)
-        budget["socket-proxy"] = (settings.scaling.resources, 1)
+        keys.update({"scaler": "scaling.resources", "socket-proxy": "scaling.resources"})
     if settings.proxy.tls.mode == "letsencrypt":
-        budget["certbot"] = (settings.proxy.certbot_resources, 1)
+        keys["certbot"] = "proxy.certbotResources"
     monitoring = settings.monitoring
     if monitoring.enabled:
-        budget.update(
+        keys.update(
             {
-                "prometheus": (monitoring.resources.prometheus, 1),
-                "alertmanager": (monitoring.resources.alertmanager, 1),
-                "node-exporter": (monitoring.resources.node_exporter, 1),
-                "postgres-exporter": (monitoring.resources.exporter, 1),
-                "pgbouncer-exporter": (monitoring.resources.exporter, 1),
-                "redis-exporter": (monitoring.resources.exporter, 1),
-                "nginx-exporter": (monitoring.resources.exporter, 1),
-                "blackbox-exporter": (monitoring.resources.exporter, 1),
+                "prometheus": "monitoring.resources.prometheus",
+                "alertmanager": "monitoring.resources.alertmanager",
+                "node-exporter": "monitoring.resources.nodeExporter",
+                "postgres-exporter": "monitoring.resources.exporter",
+                "pgbouncer-exporter": "monitoring.resources.exporter",
+                "redis-exporter": "monitoring.resources.exporter",
+                "nginx-exporter": "monitoring.resources.exporter",
+                "blackbox-exporter": "monitoring.resources.exporter",
             }
         )
         if monitoring.cadvisor:
-            budget["cadvisor"] = (monitoring.resources.cadvisor, 1)
+            keys["cadvisor"] = "monitoring.resources.cadvisor"
         if monitoring.grafana.enabled:
-            budget["grafana"] = (monitoring.grafana.resources, 1)
-    return budget
+            keys["grafana"] = "monitoring.grafana.resources"
+    counts = {"app": settings.app.max_replicas}
+    return {service: _allotment(settings, key, counts.get(service, 1)) for service, key in keys.items()}

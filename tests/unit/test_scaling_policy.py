@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from model.loading import ConfigError, load_settings
 from scaler.policy import History, Policy, Signals, decide, load_target, scheduled_floor
 from tests.unit.test_settings import MINIMAL, with_change
+from tools.schedule import grid
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SEASONS = [
@@ -22,9 +23,9 @@ SEASONS = [
 ]
 
 
-def policy(**scaling: Any) -> Policy:
+def policy(replicas: int = 1, max_replicas: int = 3, **scaling: Any) -> Policy:
     config = with_change("scaling", {"seasons": SEASONS, **scaling})
-    config["app"] = {**config["app"], "replicas": 1, "maxReplicas": 3}
+    config["app"] = {**config["app"], "replicas": replicas, "maxReplicas": max_replicas}
     return Policy.of(load_settings(config))
 
 
@@ -54,6 +55,30 @@ def test_schedule_follows_the_guide(day: str, clock: str, floor: int, why: str) 
     result = scheduled_floor(policy(), at(day, clock))
     assert result.replicas == floor
     assert why in result.reason
+
+
+@pytest.mark.parametrize(
+    ("day", "clock", "floor", "why"),
+    [
+        ("2027-05-10", "10:00", 2, "school 08:00-18:00 base 3 = 3 (bounded to 2)"),
+        ("2027-05-10", "19:00", 2, "evening 18:00-22:00 base 2 = 2 at"),
+        ("2027-05-10", "03:00", 2, "night 22:00-08:00 base 1 = 1 (bounded to 2)"),
+        ("2027-05-15", "10:00", 2, "weekend x0.5 = 2 at"),  # half the school window's 3, not of the bound
+        ("2027-06-09", "10:00", 2, "exams x2.5 = 8 (bounded to 2)"),
+    ],
+)
+def test_default_windows_are_clamped_like_seasons(day: str, clock: str, floor: int, why: str) -> None:
+    """app.replicas 2 = app.maxReplicas 2: the default windows (3, 2, 1) are not refused, every scheduled
+    value is bounded, the factors applying to what the window asks for."""
+    result = scheduled_floor(policy(replicas=2, max_replicas=2, enabled=True), at(day, clock))
+    assert result.replicas == floor
+    assert why in result.reason
+
+
+def test_the_grid_shows_the_clamped_windows() -> None:
+    lines = grid(policy(max_replicas=1, enabled=True), date(2027, 5, 10)).splitlines()
+    assert "min 1, max 1" in lines[0]
+    assert all(set(line.split()[2:26]) == {"1"} for line in lines[2:])
 
 
 def test_load_raises_the_floor_and_max_caps_it() -> None:
@@ -93,7 +118,7 @@ def test_config_errors_for_calendars() -> None:
                     {"name": "b", "start": "11:00", "end": "00:00", "replicas": 1},
                 ]
             },
-            "overlap at 11:00",
+            "overlaps window 'a' at 11:00",
         ),
     ]
     for scaling, rule in cases:

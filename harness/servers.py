@@ -4,10 +4,18 @@ and the restore drills.
 Each server runs as an unprivileged system user, on a free 127.0.0.1 port, with files rendered by the
 same functions the components use and placed by `loopback_topology`. A server that does not become
 ready in time fails the test with its log.
+
+Every stop is bounded and leaves nothing behind: the server's stop signals in turn, each with a deadline,
+then SIGKILL to every process of the server. Its session does not hold them all: Postgres's children
+make themselves session leaders, and when the postmaster dies they (and the `archive_command` they run)
+live on as orphans of init. So a server's processes are its session's members, the processes that
+write to its log (all inherit its standard output and error) and, while its main process has not been
+reaped, that process's descendants.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -17,8 +25,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +117,76 @@ def run_as(user: User, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), preexec_fn=user.preexec(), capture_output=True, text=True, check=False)
 
 
+KILL_WAIT_SECONDS = 5.0
+"""How long a stop waits for SIGKILLed processes to disappear."""
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+    comm: str
+
+
+def process_table() -> dict[int, ProcessInfo]:
+    """Every process on the machine, from /proc/<pid>/stat."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid, pgid, sid = stat[stat.rindex(")") + 2 :].split()[:4]
+        table[int(entry.name)] = ProcessInfo(int(entry.name), int(ppid), int(pgid), int(sid), state, comm)
+    return table
+
+
+def _writes_to(pid: int, identity: tuple[int, int]) -> bool:
+    """Whether the process's standard output or error is the file with this (st_dev, st_ino)."""
+    for fd in (1, 2):
+        try:
+            target = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if (target.st_dev, target.st_ino) == identity:
+            return True
+    return False
+
+
+def _descendants(root: int, table: dict[int, ProcessInfo]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for info in table.values():
+        children.setdefault(info.ppid, []).append(info.pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _signal(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+_RUNNING: set[Server] = set()
+
+
 class Server:
-    """A server process with its log file; `stop` ends it, `log` is shown when a test fails."""
+    """A server process with its log file; `stop` ends it and all it started, `log` is shown when a test fails.
+
+    `stop_steps` is how the server is asked to stop: (signal, seconds to wait for it) in turn. After the
+    last step, whatever of the server remains gets SIGKILL. The default is SIGTERM and 20 s.
+    """
 
     def __init__(
         self,
@@ -118,7 +195,8 @@ class Server:
         user: User,
         log: Path,
         env: dict[str, str] | None = None,
-        new_session: bool = False,
+        new_session: bool = True,
+        stop_steps: Sequence[tuple[int, float]] = ((signal.SIGTERM, 20.0),),
     ):
         self.new_session = new_session
         self.name = name
@@ -126,42 +204,86 @@ class Server:
         self.user = user
         self.log_path = log
         self.env = env
+        self.stop_steps = tuple(stop_steps)
+        self.log_identity = (0, 0)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=self.user.preexec(),
-            env=self.env,
-            start_new_session=self.new_session,
-        )
+        """In a session of its own (unless `new_session=False`): a Ctrl-C at the terminal reaches the
+        caller, which stops its servers in order, and not the servers themselves halfway."""
+        with self.log_path.open("ab") as log:
+            status = os.fstat(log.fileno())
+            self.log_identity = (status.st_dev, status.st_ino)
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.user.preexec(),
+                env=self.env,
+                start_new_session=self.new_session,
+            )
+        _RUNNING.add(self)
         return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
 
-    def stop(self, sig: int = 15) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def running(self) -> list[ProcessInfo]:
+        """The processes of this server that still run (zombies excluded): the members of its session
+        (the kernel does not reuse the session's id while a member lives), those writing to its log,
+        and, while its main process has not been reaped (so that its pid cannot have been reused), that
+        process and its descendants."""
+        if self.process is None:
+            return []
+        table = process_table()
+        root = self.process.pid
+        pids = {info.pid for info in table.values() if _writes_to(info.pid, self.log_identity)}
+        if self.new_session:
+            pids |= {info.pid for info in table.values() if root in (info.sid, info.pgid)}
+        if self.process.returncode is None and root in table:
+            pids |= {root, *_descendants(root, table)}
+        return [table[pid] for pid in sorted(pids) if pid in table and table[pid].state != "Z"]
 
-    def stop_group(self, sig: int) -> None:
+    def stop(self, sig: int | None = None, timeout: float = 20) -> None:
+        """`sig` (default: this server's own stop steps), up to `timeout` seconds for the server to end,
+        then SIGKILL to all that is left of it. Returns within the steps' seconds plus KILL_WAIT_SECONDS."""
+        self.stop_escalating(self.stop_steps if sig is None else [(sig, timeout)])
+
+    def stop_group(self, sig: int, timeout: float = 20) -> None:
         """Signal the whole process group (a start script and what it started), then make sure it ended."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
+        self.stop_escalating([(sig, timeout)], group=True)
+
+    def stop_escalating(self, steps: Sequence[tuple[int, float]], group: bool = False) -> None:
+        """Each (signal, seconds) in turn until the main process has ended, then SIGKILL to everything
+        of the server that still runs (see `running`), until none is left or KILL_WAIT_SECONDS pass."""
+        process = self.process
+        if process is None:
+            return
+        for sig, seconds in steps:
+            if process.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if group and self.new_session:
+                    os.killpg(process.pid, sig)
+                else:
+                    process.send_signal(sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=20)
-        if self.process:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+                process.wait(timeout=seconds)
+        deadline = time.monotonic() + KILL_WAIT_SECONDS
+        while True:
+            left = self.running()
+            _signal((info.pid for info in left), signal.SIGKILL)
+            if process.returncode is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=0.1)
+            if not left and process.returncode is not None:
+                break
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{info.pid} {info.comm} ({info.state})" for info in left)
+                print(f"{self.name}: still running after SIGKILL: {names}", file=sys.stderr)
+                break
+            time.sleep(0.05)
+        _RUNNING.discard(self)
 
     def wait_for_port(self, port: int, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -177,6 +299,18 @@ class Server:
                 return
             time.sleep(0.05)
         raise AssertionError(f"{self.name} did not listen on {port} in {timeout}s:\n{self.log()}")
+
+
+def stop_running(under: Path | None = None, seconds: float = 5.0) -> None:
+    """The safety net: stop every server still running (whose log lies under `under`, if given), each with
+    its first stop signal and `seconds`, then SIGKILL. Run when an environment closes and at exit, so that
+    a failed or interrupted caller leaves no server behind."""
+    for server in list(_RUNNING):
+        if under is None or server.log_path.is_relative_to(under):
+            server.stop_escalating([(server.stop_steps[0][0], seconds)] if server.stop_steps else [])
+
+
+atexit.register(stop_running)
 
 
 def write(path: Path, content: str, mode: int = 0o644) -> Path:

@@ -1,11 +1,13 @@
 """Postgres, PgBouncer and Redis started on loopback with the rendered files, as the stack deploys
-them. Each `start_*` returns a handle; `stop()` ends the server. Secrets are generated per run."""
+them. Each `start_*` returns a handle; `stop()` ends the server and everything it started, in bounded
+time. Secrets are generated per run."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ from harness.servers import (
     make_certificates,
     run_as,
     service_user,
+    stop_running,
     which,
     write,
 )
@@ -75,10 +78,19 @@ class Environment:
 
 @contextmanager
 def environment(settings: Settings) -> Iterator[Environment]:
-    """A private directory, free ports, a test CA and fresh passwords; removed afterwards."""
+    """A private directory, free ports, a test CA and fresh passwords; removed afterwards, with any
+    server still running there (a failed or interrupted caller may not have stopped it)."""
     # Not pytest's tmp_path: its parents are private to the test runner, and the servers run as
     # their own unprivileged users.
     base = Path(tempfile.mkdtemp(prefix="stories-"))
+    try:
+        yield _new_environment(settings, base)
+    finally:
+        stop_running(under=base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _new_environment(settings: Settings, base: Path) -> Environment:
     base.chmod(0o755)
     ports = LoopbackPorts(
         postgres=free_port(),
@@ -106,10 +118,13 @@ def environment(settings: Settings) -> Iterator[Environment]:
     )
     s3_port = free_port()
     topo = loopback_topology(settings, base, ports, s3_endpoint=f"127.0.0.1:{s3_port}", ca_file=str(certs["ca.crt"]))
-    yield Environment(
+    return Environment(
         settings, topo, installed_versions(), base, certs, {name: new_password() for name in names}, s3_port
     )
-    shutil.rmtree(base, ignore_errors=True)
+
+
+FAST_SHUTDOWN_SECONDS = 15.0
+"""How long `Postgres.stop` waits for a fast shutdown before an immediate one."""
 
 
 @dataclass
@@ -139,13 +154,19 @@ class Postgres:
         self.server.start()
         self.server.wait_for_port(self.env.topo.postgres_port)
 
-    def stop(self) -> None:
-        run_as(self.user, [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
-        self.server.stop()
+    def stop(self, fast_seconds: float = FAST_SHUTDOWN_SECONDS, immediate_seconds: float = 5) -> None:
+        """A fast shutdown (SIGINT, as `pg_ctl -m fast`), after `fast_seconds` an immediate one (SIGQUIT),
+        after `immediate_seconds` SIGKILL to the postmaster and every process it started; returns within
+        their sum plus a few seconds. A fast shutdown waits for the archiver, and an `archive_command`
+        that cannot reach its repository retries for minutes; the immediate one does not wait."""
+        self.server.stop_escalating([(signal.SIGINT, fast_seconds), (signal.SIGQUIT, immediate_seconds)])
 
 
-def start_postgres(env: Environment) -> Postgres:
-    """initdb, the rendered postgresql.conf and pg_hba.conf, then the init SQL as the image runs it."""
+def start_postgres(env: Environment, archiving: bool = True) -> Postgres:
+    """initdb, the rendered postgresql.conf and pg_hba.conf, then the init SQL as the image runs it.
+
+    `archiving=False` starts the server with `-c archive_mode=off` (the rendered file stays as deployed),
+    for callers that start no S3 repository: the deployed `archive_command` would retry against it."""
     topo = env.topo
     user = service_user("postgres")
     files = render_postgres(env.settings, topo, env.versions)
@@ -195,12 +216,14 @@ def start_postgres(env: Environment) -> Postgres:
     log = env.base / "postgres.log"
     # The archive_command's pgBackRest reads its secrets and bucket from the server's environment, as
     # in the container.
+    argv = [str(PG_BIN / "postgres"), "-D", str(data), "-c", f"config_file={config_dir}/postgresql.conf"]
     server = Server(
         "postgres",
-        [str(PG_BIN / "postgres"), "-D", str(data), "-c", f"config_file={config_dir}/postgresql.conf"],
+        argv if archiving else [*argv, "-c", "archive_mode=off"],
         user,
         log,
         env={**os.environ, **env.backup_env()},
+        stop_steps=[(signal.SIGINT, FAST_SHUTDOWN_SECONDS), (signal.SIGQUIT, 5.0)],
     )
     pg = Postgres(env, server, user, data)
     pg.start()
@@ -235,7 +258,7 @@ class PgBouncer:
     passfile: Path
 
     def stop(self) -> None:
-        self.server.stop(2)  # SIGINT, the stop signal the container uses
+        self.server.stop()  # SIGINT, the stop signal the container uses, then SIGKILL
 
     def dsn(self, user: str, password: str, dbname: str | None = None, sslmode: str = "verify-full") -> str:
         """As the app connects: TLS, PgBouncer's certificate checked against the stack's CA."""
@@ -270,7 +293,9 @@ def start_pgbouncer(env: Environment) -> PgBouncer:
         0o600,
     )
     user.own(config_dir)
-    server = Server("pgbouncer", ["pgbouncer", str(ini)], user, env.base / "pgbouncer.log").start()
+    server = Server(
+        "pgbouncer", ["pgbouncer", str(ini)], user, env.base / "pgbouncer.log", stop_steps=[(signal.SIGINT, 20.0)]
+    ).start()
     server.wait_for_port(topo.pgbouncer_port)
     return PgBouncer(env, server, passfile)
 
@@ -445,9 +470,8 @@ class BackupCli:
         self.user = service_user("postgres")
         self.runtime = env.base / "backup-cli"
         project = Path(__file__).resolve().parent.parent
+        # The backup package alone, as the image holds it (backup/Dockerfile): it imports nothing else of ours.
         shutil.copytree(project / "backup", self.runtime / "backup", ignore=shutil.ignore_patterns("__pycache__"))
-        for module in ("__init__.py", "images.py", "settings.py"):
-            copy(project / "components" / module, self.runtime / "components" / module, 0o644)
         for package in self.PACKAGES:
             imported = __import__(package)
             source = Path(imported.__file__ or "")

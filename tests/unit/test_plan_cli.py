@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import plan_of
+from tools.bench_plan import commands, report
 from tools.plan import main
 
 
@@ -15,10 +17,12 @@ def test_json_lists_every_resource_with_inputs(capsys: pytest.CaptureFixture[str
     assert main(["--stack", "prod", "--format", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["stack"] == "prod"
+    assert list(document) == ["stack", "resources", "outputs", "budget"]
     assert {"type", "name", "parent", "inputs"} == set(document["resources"][0])
     types = {resource["type"] for resource in document["resources"]}
     assert {"docker:index/container:Container", "aws:s3/bucket:Bucket", "docker:index/network:Network"} <= types
     assert document["outputs"]["url"] == "https://stories.example.org"
+    assert document["budget"] == plan_of("prod").budget  # its numbers: tests/unit/test_budget.py
 
 
 def test_table_groups_containers_by_component(capsys: pytest.CaptureFixture[str]) -> None:
@@ -29,6 +33,9 @@ def test_table_groups_containers_by_component(capsys: pytest.CaptureFixture[str]
     nginx_line = next(line for line in table.splitlines() if "dev-nginx " in line)
     assert "0.0.0.0:80->8080" in nginx_line and "0.0.0.0:443->8443" in nginx_line
     assert "256M/64M" in nginx_line
+    *_, heading, _, reservations, _, _ = table.rstrip("\n").splitlines()  # the budget ends it
+    assert heading.startswith("Host budget: ")
+    assert f" {plan_of('dev').budget['memoryReservationMb']['used']:g} MB " in reservations
 
 
 def test_out_receives_every_rendered_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,3 +73,19 @@ def test_bad_arguments_get_one_clear_message(argv: list[str], message: str, caps
     captured = capsys.readouterr()
     assert captured.err.strip() == message
     assert captured.out == ""
+
+
+def test_bench_plan_reports_the_ratio_of_the_medians() -> None:
+    plan, libraries = commands("prod", python="python")
+    assert plan.command == ["python", "-m", "tools.plan", "--stack", "prod", "--format", "json"]
+    assert libraries.command == [
+        "python",
+        "-c",
+        "import pulumi, pulumi_docker, pulumi_aws, pulumi_random, pulumi_tls, pydantic, jinja2, yaml",
+    ]
+    plan.wall, plan.cpu = [0.9, 0.6, 5.0], [0.5, 0.55, 0.6]
+    libraries.wall, libraries.cpu = [0.4, 0.3, 0.5], [0.3, 0.35, 0.25]
+    lines = report(plan, libraries)
+    assert "wall  plan 0.900 s  libraries 0.400 s  ratio 2.25" in lines[3]
+    assert "cpu   plan 0.550 s  libraries 0.300 s  ratio 1.83" in lines[4]
+    assert lines[-1] == "ratio 2.25: above the target of 1.5"

@@ -1,0 +1,103 @@
+"""`make bench-plan`: how long the offline plan takes against importing its libraries alone.
+
+    python -m tools.bench_plan [--runs 5] [--stack prod]
+
+Runs, alternately and `--runs` times each (after one unmeasured run of each), the command `make plan
+STACK=<stack> FORMAT=json` runs (`python -m tools.plan --stack <stack> --format json`) and a Python
+process that imports the plan's libraries and exits; prints the median wall time of each, their ratio,
+and the same for CPU time (user + system), which moves less when other work shares the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARIES = ("pulumi", "pulumi_docker", "pulumi_aws", "pulumi_random", "pulumi_tls", "pydantic", "jinja2", "yaml")
+TARGET_RATIO = 1.5
+
+
+@dataclass
+class Timings:
+    label: str
+    command: list[str]
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def run(self, env: dict[str, str]) -> tuple[float, float]:
+        """One run: wall and CPU seconds (user + system) of the process."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        result = subprocess.run(
+            self.command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+        )
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(self.command)} exited with {result.returncode}: {result.stderr.strip()}")
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    def measure(self, env: dict[str, str]) -> None:
+        wall, cpu = self.run(env)
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+
+
+def commands(stack: str, python: str = sys.executable) -> tuple[Timings, Timings]:
+    plan = Timings("plan", [python, "-m", "tools.plan", "--stack", stack, "--format", "json"])
+    libraries = Timings("libraries", [python, "-c", f"import {', '.join(LIBRARIES)}"])
+    return plan, libraries
+
+
+def benchmark(runs: int, stack: str) -> tuple[Timings, Timings]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    plan, libraries = commands(stack)
+    plan.run(env)  # unmeasured: file caches warm, and a failing plan fails here
+    libraries.run(env)
+    for _ in range(runs):  # alternately, so that a burst of other work hits both alike
+        plan.measure(env)
+        libraries.measure(env)
+    return plan, libraries
+
+
+def report(plan: Timings, libraries: Timings) -> list[str]:
+    plan_wall, libraries_wall = statistics.median(plan.wall), statistics.median(libraries.wall)
+    plan_cpu, libraries_cpu = statistics.median(plan.cpu), statistics.median(libraries.cpu)
+    ratio = plan_wall / libraries_wall
+    verdict = "within" if ratio <= TARGET_RATIO else "above"
+    return [
+        f"plan:      {' '.join(plan.command[1:])}",
+        f"libraries: {' '.join(libraries.command[1:])}",
+        f"{len(plan.wall)} runs each, medians:",
+        f"  wall  plan {plan_wall:.3f} s  libraries {libraries_wall:.3f} s  ratio {ratio:.2f}",
+        f"  cpu   plan {plan_cpu:.3f} s  libraries {libraries_cpu:.3f} s  ratio {plan_cpu / libraries_cpu:.2f}",
+        f"ratio {ratio:.2f}: {verdict} the target of {TARGET_RATIO}",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench-plan", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="measured runs of each command (default 5)")
+    parser.add_argument("--stack", default="prod")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        print(f"RUNS = {args.runs}: must be at least 1", file=sys.stderr)
+        return 2
+    if not (ROOT / f"Pulumi.{args.stack}.yaml").exists():
+        print(f"STACK = {args.stack!r}: no Pulumi.{args.stack}.yaml", file=sys.stderr)
+        return 2
+    print("\n".join(report(*benchmark(args.runs, args.stack))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

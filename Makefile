@@ -7,7 +7,7 @@ STACK ?= dev
 FORMAT ?= table
 OUT ?=
 
-.PHONY: plan plan-diff schedule backup verify-backup restore restore-drill bench-restore test unit integration lint typecheck bench up preview clean e2e e2e-up e2e-down e2e-images
+.PHONY: plan plan-diff schedule backup verify-backup restore restore-drill bench-restore test unit integration lint typecheck bench bench-plan up preview clean e2e e2e-up e2e-down e2e-images
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ e2e-down: $(VENV)/.installed
 bench: $(VENV)/.installed
 	PYTHONPATH=. $(PY) -m tools.bench
 
+# `make plan STACK=prod FORMAT=json` (prod unless STACK is given here) against importing its libraries
+# alone: RUNS runs of each (default 5), their median wall and CPU times and the ratio.
+bench-plan: $(VENV)/.installed
+	@PYTHONPATH=. $(PY) -m tools.bench_plan --runs "$(or $(RUNS),5)" \
+	  --stack "$(if $(filter command line,$(origin STACK)),$(STACK),prod)"
+
 # Operator commands against a deployed stack's backup container (the docker CLI, with access to the
 # stack's Docker host). See README "Backups and restores".
 DOCKER_OF_STACK = docker -H "$$(PYTHONPATH=. $(PY) -m tools.stack_value --stack $(STACK) host.dockerHost)"
@@ -100,3 +106,24 @@ up:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Operator views of a deployed stack, through the docker CLI on its host (host.dockerHost), inside the
+# stack's own containers, as the least-privileged role that can do each job (tools/status.py, tools/db.py).
+# status: exit 1 when something needs a person. db-top: N statements (20). psql: ROLE=monitor|app, SQL='...'
+# runs one statement. logs: SERVICE=<container name without the stack prefix>, N lines (200), FOLLOW=1.
+.PHONY: status db-top db-maintain psql logs
+
+status: $(VENV)/.installed
+	@PYTHONPATH=. $(PY) -m tools.status --stack "$(STACK)" --format "$(FORMAT)"
+
+db-top: $(VENV)/.installed
+	@PYTHONPATH=. $(PY) -m tools.db top --stack "$(STACK)" --limit "$(or $(N),20)" --format "$(FORMAT)"
+
+db-maintain: $(VENV)/.installed
+	@PYTHONPATH=. $(PY) -m tools.db maintain --stack "$(STACK)" --format "$(FORMAT)"
+
+psql: $(VENV)/.installed
+	@PYTHONPATH=. $(PY) -m tools.db psql --stack "$(STACK)" --role "$(or $(ROLE),monitor)" $(if $(SQL),--command "$(SQL)")
+
+logs: $(VENV)/.installed
+	@PYTHONPATH=. $(PY) -m tools.db logs --stack "$(STACK)" --service "$(SERVICE)" --tail "$(or $(N),200)" $(if $(FOLLOW),--follow)

@@ -2,9 +2,9 @@
 container that runs the schedules (backup/service.py) and the operator's command line (backup/cli.py).
 
 pgBackRest archives WAL from inside the Postgres container and backs up from the backup container,
-which shares Postgres's data (read-only) and socket; restic backs up uploads, books, certificates and
-a Redis snapshot. Repositories: the S3 bucket (pgbackrest/ and restic/) when the stack has one, else
-the local backup volume.
+which shares Postgres's data (read-only) and socket; restic backs up the app's data directories (those
+kept in backups), the TLS certificates and a Redis snapshot. Repositories: the S3 bucket (pgbackrest/
+and restic/) when the stack has one, else the local backup volume.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class BackupService(pulumi.ComponentResource):
         image: tuple[pulumi.Output[str], str],
         bucket: BackupBucket | None,
         shared: Mapping[str, Mount],
+        data_volumes: Mapping[str, docker.Volume],
         work_volume: docker.Volume,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -101,9 +102,10 @@ class BackupService(pulumi.ComponentResource):
             # Read-write: `stories-backup restore --live` writes here, with Postgres stopped.
             shared["postgres-data"],
             Mount(topo.postgres_socket_dir, volume=shared["postgres-run"].volume),
+            # Every backup source (topology.backup_sources): the app's data directories and the certificates.
             *(
-                Mount(sources[name], volume=shared[name].volume, read_only=True)
-                for name in ("uploads", "books", "certificates")
+                Mount(path, volume=data_volumes[name] if name in data_volumes else shared[name].volume, read_only=True)
+                for name, path in sources.items()
             ),
             Mount(topo.backup_redis_dir, volume=shared["redis-data"].volume, read_only=True),
         ]

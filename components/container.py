@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -102,7 +103,16 @@ class ServiceSpec:
     stop_timeout_seconds: int | None = None
     replica: int | None = None
     start: bool = True  # False: created stopped, and Pulumi does not keep it running (the scaler may)
-    depends_on: Sequence[pulumi.Resource] = ()
+    depends_on: Sequence[pulumi.Input[pulumi.Resource]] = ()
+    # A one-shot: `pulumi up` waits until it exits (attach) and keeps its log and exit code (logs); it is
+    # never restarted nor started again (restart "no", must_run false), so it runs once per container,
+    # and a new container (a changed input) runs again. `timeout_seconds` bounds the provider's wait.
+    one_shot: bool = False
+    timeout_seconds: int | None = None
+    # Wait until the healthcheck passes before `pulumi up` creates what depends on this container.
+    wait_healthy_seconds: int | None = None
+    role: str | None = None  # a label for rules and tools: "one-shot", "volume-owner"
+    extra_labels: Mapping[str, str] = field(default_factory=dict)  # more labels, under org.1001stories.
 
 
 def _slug(path: str) -> str:
@@ -110,13 +120,18 @@ def _slug(path: str) -> str:
 
 
 def _env_list(env: Mapping[str, pulumi.Input[str]]) -> list[pulumi.Input[str]]:
-    """NAME=value entries, each its own Output so that only the secret ones are secret."""
-    return [pulumi.Output.concat(name, "=", value) for name, value in sorted(env.items())]
+    """NAME=value entries: a plain string where the value is one, an Output of its own where the value
+    is an Output, so that only the secret entries are secret."""
+    return [
+        f"{name}={value}" if isinstance(value, str) else pulumi.Output.concat(name, "=", value)
+        for name, value in sorted(env.items())
+    ]
 
 
 CONFIG_RESOURCES = Resources.model_validate({"memoryMb": 16, "memoryReservationMb": 8, "cpus": 0.05})
 CONFIG_ROLE = "config"
 NEVER_STARTED = "never started: it only holds the files uploaded into the service's config volumes"
+ONE_SHOT_WAIT_MARGIN_SECONDS = 300
 
 
 class HardenedContainer(pulumi.ComponentResource):
@@ -140,10 +155,16 @@ class HardenedContainer(pulumi.ComponentResource):
                 for directory, volume in zip(spec.upload_dirs, volumes, strict=True)
             ]
             labels.append(docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.config", value=config.id))
+        # The provider waits for a one-shot's exit within its create timeout (20 min by default): give it the
+        # container's own limit and a margin, so that the container, not the wait, runs out first.
+        create_timeout = spec.timeout_seconds + ONE_SHOT_WAIT_MARGIN_SECONDS if spec.timeout_seconds else None
+        opts = _fixed_name_options(self, spec.depends_on, create_timeout)
         self.container = docker.Container(
             name,
-            _container_args(container_name, name, spec, labels, [_volume_args(mount) for mount in mounts]),
-            opts=_fixed_name_options(self, spec.depends_on),
+            _container_args(
+                container_name, name if spec.networks else None, spec, labels, [_volume_args(m) for m in mounts]
+            ),
+            opts=opts,
         )
         self.register_outputs({"name": self.container.name})
 
@@ -181,10 +202,16 @@ class HardenedContainer(pulumi.ComponentResource):
         return docker.Container(f"{name}-config", args, opts=_fixed_name_options(self, ()))
 
 
-def _fixed_name_options(parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
+def _fixed_name_options(
+    parent: pulumi.Resource, depends_on: Sequence[pulumi.Input[pulumi.Resource]], create_timeout: int | None = None
+) -> pulumi.ResourceOptions:
     """Fixed names: the old container must go before its replacement can take the name."""
     return pulumi.ResourceOptions(
-        parent=parent, delete_before_replace=True, replace_on_changes=["healthcheck"], depends_on=list(depends_on)
+        parent=parent,
+        delete_before_replace=True,
+        replace_on_changes=["healthcheck"],
+        depends_on=list(depends_on),
+        custom_timeouts=pulumi.CustomTimeouts(create=f"{create_timeout}s") if create_timeout else None,
     )
 
 
@@ -195,7 +222,7 @@ def _container_args(
     labels: list[docker.ContainerLabelArgs],
     volumes: list[docker.ContainerVolumeArgs],
 ) -> docker.ContainerArgs:
-    return docker.ContainerArgs(
+    args = docker.ContainerArgs(
         name=container_name,
         image=spec.image,
         hostname=hostname,
@@ -206,8 +233,8 @@ def _container_args(
         memory=spec.resources.memory_mb,
         memory_reservation=spec.resources.memory_reservation_mb,
         cpus=f"{spec.resources.cpus:g}",
-        restart="unless-stopped",
-        must_run=spec.start,
+        restart="no" if spec.one_shot else "unless-stopped",
+        must_run=spec.start and not spec.one_shot,
         start=spec.start,
         read_only=spec.read_only,
         tmpfs=dict(spec.tmpfs) or None,
@@ -233,6 +260,13 @@ def _container_args(
         stop_timeout=spec.stop_timeout_seconds,
         labels=labels,
     )
+    if spec.one_shot:
+        args.attach = True
+        args.logs = True
+    if spec.wait_healthy_seconds:
+        args.wait = True
+        args.wait_timeout = spec.wait_healthy_seconds
+    return args
 
 
 def _config_volume(
@@ -290,6 +324,9 @@ def _labels(stack: str, spec: ServiceSpec) -> list[docker.ContainerLabelArgs]:
         labels["secret-env"] = ",".join(secret_env)
     if spec.cap_add:
         labels["capabilities"] = "; ".join(f"{cap}: {why}" for cap, why in sorted(spec.cap_add.items()))
+    if spec.role:
+        labels["role"] = spec.role
+    labels.update(spec.extra_labels)
     return [docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.{key}", value=value) for key, value in labels.items()]
 
 
@@ -306,3 +343,46 @@ def data_mount(
         opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=retain),
     )
     return Mount(target=target, volume=volume)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One-shot containers: the provider waits for their exit and records it, the program decides
+
+
+ONE_SHOT_LOG_LINES = 40
+_URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
+
+
+class OneShotFailedError(pulumi.RunError):
+    """A one-shot container exited non-zero: `pulumi up` stops before what depends on it, with its log."""
+
+
+def one_shot_outcome(what: str, name: str, exit_code: int | None, logs: str | None, urn: str | None = None) -> None:
+    """Raise with `what`'s log when it exited non-zero. pulumi-docker waits for an attached container's exit
+    and keeps `exit_code` and `container_logs`, but never fails on them (terraform-provider-docker v4.5.0,
+    resourceDockerContainerCreate): the program does. An unknown exit code (a preview, the mocks) passes."""
+    if exit_code is None or int(exit_code) == 0:
+        return
+    lines = _URL_CREDENTIALS.sub("://[redacted]@", logs or "").rstrip().splitlines()[-ONE_SHOT_LOG_LINES:]
+    shown = "\n".join(f"    {line}" for line in lines) or "    (no output)"
+    again = f"pulumi up --replace '{urn}'" if urn else "pulumi up --replace <its urn>"
+    raise OneShotFailedError(
+        f"{what} ({name}) exited with code {int(exit_code)}: the deploy stops here, and the app replicas that "
+        f"run are left as they are. Its log (last {ONE_SHOT_LOG_LINES} lines):\n{shown}\n"
+        f"Fix the cause, then `pulumi up`: a new image or command runs it again; the same one runs again with "
+        f"`{again}`, or by hand with `docker start -a {name}`."
+    )
+
+
+def after_success(what: str, container: docker.Container) -> pulumi.Output[Any]:
+    """`container`, once it has exited 0: for `depends_on` of what must not start before it succeeded.
+    A failure raises in the program, so nothing that depends on it is registered (nor replaced)."""
+
+    def checked(args: list[Any]) -> docker.Container:
+        exit_code, logs, name, urn = args
+        one_shot_outcome(what, str(name), exit_code, logs, urn)
+        return container
+
+    return pulumi.Output.all(container.exit_code, container.container_logs, container.name, container.urn).apply(
+        checked
+    )

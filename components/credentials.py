@@ -68,6 +68,8 @@ class Credentials(pulumi.ComponentResource):
         self.pgbackrest_cipher = Password("pgbackrest-cipher", self, length=64)
         self.restic_password = Password("restic-password", self, length=64)
         self.nextauth_secret = Password("nextauth-secret", self, length=48)
+        # The bearer token of the app's cron routes (`Authorization: Bearer $CRON_SECRET`).
+        self.cron_secret = Password("cron-secret", self, length=48)
         self.grafana_admin = Password("grafana-admin", self)
         self.database_tls = DatabaseTls("database-tls", pulumi.ResourceOptions(parent=self))
         self.register_outputs({})

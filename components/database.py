@@ -25,6 +25,7 @@ from configs.render import render_postgres
 POSTGRES_UID = "999"
 DATA_DIR = "/var/lib/postgresql/data"
 INIT_DIR = "/docker-entrypoint-initdb.d"
+POSTGRES_START_SECONDS = 300
 
 
 class Database(pulumi.ComponentResource):
@@ -85,6 +86,9 @@ class Database(pulumi.ComponentResource):
             mounts=mounts,
             tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
             healthcheck=Healthcheck(healthchecks.postgres(settings, topo), interval="10s", start_period="60s"),
+            # `pulumi up` creates what depends on the database (PgBouncer, the app's migration) once it
+            # answers: a new cluster's first start (initdb, the init SQL) takes a while.
+            wait_healthy_seconds=POSTGRES_START_SECONDS,
             # SIGINT is Postgres's "fast" shutdown: abort clients, checkpoint, exit cleanly.
             stop_signal="SIGINT",
             stop_timeout_seconds=90,

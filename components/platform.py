@@ -13,9 +13,9 @@ from components.app import App
 from components.backup import BackupService, backup_capable_postgres
 from components.backup_bucket import BackupBucket
 from components.cache import Cache
-from components.container import Mount
 from components.context import StackContext
 from components.credentials import Credentials
+from components.cron import Cron
 from components.database import Database
 from components.monitoring import Monitoring
 from components.network import Networks
@@ -71,21 +71,24 @@ class Platform(pulumi.ComponentResource):
         pooler = Pooler("pooler", ctx, on_docker(database))
         cache = Cache("cache", ctx, on_docker())
         secret_env = {name: secrets.apply(functools.partial(_value_of, name)) for name in settings.app.secret_env}
-        app = App("app", ctx, secret_env, on_docker(pooler, cache))
-        proxy = Proxy("proxy", ctx, app.books_volume, on_docker(app))
+        # The migration goes to Postgres directly: after the database (healthy: its container is waited for).
+        app = App("app", ctx, secret_env, [database], on_docker(pooler, cache))
+        proxy = Proxy("proxy", ctx, app.data_volumes, on_docker(app))
         shared = {
             "postgres-data": database.data,
             "postgres-run": database.socket,
             "redis-data": cache.data,
-            "uploads": Mount(settings.app.uploads_path, volume=app.uploads_volume),
-            "books": Mount(settings.app.books_path, volume=app.books_volume),
             "certificates": proxy.letsencrypt,
         }
-        BackupService("backup", ctx, postgres_image, bucket, shared, backup_work, on_docker(database, cache))
+        BackupService(
+            "backup", ctx, postgres_image, bucket, shared, app.data_volumes, backup_work, on_docker(database, cache)
+        )
         if settings.monitoring.enabled:
             Monitoring("monitoring", ctx, files, secrets, on_docker())
         if settings.scaling.enabled:
             AppScaler("scaler", ctx, on_docker(app))
+        if settings.cron.enabled:
+            Cron("cron", ctx, on_docker(app))
         self.outputs.update(
             {
                 "url": settings.public_url,
@@ -94,6 +97,8 @@ class Platform(pulumi.ComponentResource):
                 # Without these the backups cannot be read: keep them outside this stack's state too.
                 "backupCipherPassphrase": credentials.pgbackrest_cipher.value,
                 "backupResticPassword": credentials.restic_password.value,
+                # For calling a cron route by hand: curl -H "Authorization: Bearer $(...)" .../api/cron/...
+                "cronSecret": credentials.cron_secret.value,
             }
         )
         if settings.monitoring.enabled:

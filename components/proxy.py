@@ -3,6 +3,8 @@ certbot, which obtains and renews the certificate by webroot when the stack uses
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pulumi
 import pulumi_docker as docker
 import pulumi_tls as tls
@@ -12,7 +14,7 @@ from components.context import StackContext
 from components.images_resource import pull
 from components.network import Networks
 from configs import healthchecks
-from configs.render import ACME_CA_FILE, render_certbot, render_nginx
+from configs.render import ACME_CA_FILE, render_certbot, render_nginx, served_data_dirs
 from model.settings import Settings
 from model.topology import LETSENCRYPT_DIR, NGINX_UID, Topology
 
@@ -42,7 +44,7 @@ class Proxy(pulumi.ComponentResource):
         self,
         name: str,
         ctx: StackContext,
-        books_volume: docker.Volume,
+        data_volumes: Mapping[str, docker.Volume],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:Proxy", name, None, opts)
@@ -91,7 +93,11 @@ class Proxy(pulumi.ComponentResource):
                 )
             ],
             mounts=[
-                Mount(topo.nginx_books_dir, volume=books_volume, read_only=True),
+                # The app's data directories nginx serves (app.dataDirs with a urlPath), read-only.
+                *(
+                    Mount(f"{topo.nginx_data_dir}/{served.name}", volume=data_volumes[served.name], read_only=True)
+                    for served in served_data_dirs(settings)
+                ),
                 Mount(topo.nginx_acme_dir, volume=acme, read_only=True),
                 Mount(LETSENCRYPT_DIR, volume=letsencrypt, read_only=True),
             ],

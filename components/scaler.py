@@ -20,6 +20,7 @@ IMAGE_SOURCES = (
     "scaler/service.py",
     "model/__init__.py",
     "model/images.py",
+    "model/schedule.py",
     "model/settings.py",
 )
 SCALER_UID = "10001"

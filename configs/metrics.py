@@ -22,6 +22,7 @@ Source = Literal[
     "app-contract",
     "backup-contract",
     "scaler",
+    "cron",
 ]
 
 SOURCES: dict[Source, str] = {
@@ -37,6 +38,7 @@ SOURCES: dict[Source, str] = {
     "app-contract": "the app's future /api/metrics contract (README: Metric contract); absent until the app exports it",
     "backup-contract": "the backup service (backup/service.py, README: Backups)",
     "scaler": "the app scaler (scaler/service.py), when scaling is enabled",
+    "cron": "the cron service (cron/service.py): the app's scheduled calls, when cron is enabled",
 }
 
 METRICS: dict[str, Source] = {
@@ -93,6 +95,11 @@ METRICS: dict[str, Source] = {
     "stories_scaler_last_decision_timestamp_seconds": "scaler",
     "stories_scaler_decisions_total": "scaler",
     "stories_scaler_errors_total": "scaler",
+    "stories_cron_last_success_timestamp_seconds": "cron",
+    "stories_cron_last_run_success": "cron",
+    "stories_cron_last_duration_seconds": "cron",
+    "stories_cron_expected_interval_seconds": "cron",
+    "stories_cron_calls_total": "cron",
 }
 
 

@@ -18,6 +18,7 @@ from model.settings import Receiver, Settings
 CONFIG_DIR = "/etc/stories"
 BACKUP_METRICS_PORT = 9401
 SCALER_METRICS_PORT = 9400
+CRON_METRICS_PORT = 9402
 PROMETHEUS_RULES_DIR = f"{CONFIG_DIR}/prometheus/rules"
 GRAFANA_DASHBOARDS_DIR = f"{CONFIG_DIR}/grafana/dashboards"
 
@@ -76,7 +77,7 @@ def recording_rules() -> list[RecordingRule]:
 
 def alert_rules(settings: Settings) -> list[AlertRule]:
     """One rule per threshold of the guide (critical: down, DB failures, memory, disk; warning: CPU,
-    response time, sessions, backup)."""
+    response time, sessions, backup), and the app's scheduled calls."""
     t = settings.monitoring.alerts
     late = settings.backup.late_factor
     down = f"{t.service_down_minutes}m"
@@ -197,6 +198,7 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
             "The last successful {{ $labels.kind }} backup is {{ $value | humanize }} s old,"
             f" more than {late:g} times its schedule's interval.",
         ),
+        *cron_alert_rules(settings),
         AlertRule(
             "WalArchivingFailing",
             "stories_backup_wal_archive_failing == 1",
@@ -204,6 +206,34 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
             "warning",
             "PostgreSQL WAL archiving is failing",
             "pg_stat_archiver reports a failure newer than the last archived segment; the RPO is not being met.",
+        ),
+    ]
+
+
+def cron_alert_rules(settings: Settings) -> list[AlertRule]:
+    """The app's scheduled calls (the cron service), as the backup jobs: a failed last call, and a last
+    success older than cron.lateFactor times the schedule's longest gap."""
+    if not settings.cron.enabled:
+        return []
+    late = settings.cron.late_factor
+    return [
+        AlertRule(
+            "CronCallFailed",
+            "stories_cron_last_run_success == 0",
+            "0m",
+            "warning",
+            "The app's scheduled call {{ $labels.cronjob }} failed",
+            "The last call of {{ $labels.cronjob }} failed (an error status, success=false, no answer); see the "
+            "cron container's log.",
+        ),
+        AlertRule(
+            "CronCallLate",
+            f"time() - stories_cron_last_success_timestamp_seconds > {late:g} * stories_cron_expected_interval_seconds",
+            "0m",
+            "warning",
+            "The app's scheduled call {{ $labels.cronjob }} is late",
+            "The last successful call of {{ $labels.cronjob }} is {{ $value | humanize }} s old,"
+            f" more than {late:g} times the longest gap of its schedule.",
         ),
     ]
 
@@ -251,6 +281,8 @@ def render_prometheus(settings: Settings) -> str:
         )
     if settings.scaling.enabled:
         jobs.append({"job_name": "scaler", "static_configs": [{"targets": [f"scaler:{SCALER_METRICS_PORT}"]}]})
+    if settings.cron.enabled:
+        jobs.append({"job_name": "cron", "static_configs": [{"targets": [f"cron:{CRON_METRICS_PORT}"]}]})
     jobs.append(
         {
             "job_name": BLACKBOX_JOB,
@@ -480,6 +512,13 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             Panel(
                 "Backup age (hours)", "(time() - stories_backup_last_success_timestamp_seconds) / 3600", "h", "{{kind}}"
             ),
+            Panel(
+                "Scheduled calls: hours since the last success",
+                "(time() - stories_cron_last_success_timestamp_seconds) / 3600",
+                "h",
+                "{{cronjob}}",
+            ),
+            Panel("Scheduled calls: last duration", "stories_cron_last_duration_seconds", "s", "{{cronjob}}"),
         ],
     ),
 }

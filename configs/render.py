@@ -135,6 +135,25 @@ def render_redis_acl(password_hashes: Mapping[str, str]) -> str:
     return _render("redis/users.acl.j2", hashes=password_hashes)
 
 
+@dataclass(frozen=True)
+class ServedDir:
+    """An app data directory nginx serves from its volume (mounted at <topo.nginx_data_dir>/<name>)."""
+
+    name: str
+    url_path: str
+    max_age_seconds: int
+
+
+def served_data_dirs(settings: Settings) -> list[ServedDir]:
+    proxy = settings.proxy
+    days = {"static": proxy.static_cache_days, "pdf": proxy.pdf_cache_days}
+    return [
+        ServedDir(each.name, each.url_path, days[each.cache] * 86400)
+        for each in settings.app.data_dirs
+        if each.url_path is not None
+    ]
+
+
 def render_nginx(settings: Settings, topo: Topology, versions: ServerVersions) -> Files:
     # nginx 1.25.1 moved HTTP/2 to its own directive; 1.27.3 brought `resolve` on upstream servers
     # to the open-source build, which lets replicas come and go without a reload.
@@ -147,6 +166,7 @@ def render_nginx(settings: Settings, topo: Topology, versions: ServerVersions) -
         "http2_directive": versions.nginx >= (1, 25, 1),
         "resolver": topo.nginx_resolver if versions.nginx >= (1, 27, 3) else None,
         "check_seconds": settings.proxy.tls.reload_check_seconds,
+        "served_dirs": served_data_dirs(settings),
     }
     return {
         "nginx.conf": _render("nginx/nginx.conf.j2", **context),

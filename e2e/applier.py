@@ -30,11 +30,19 @@ Container, resource_docker_container_funcs.go `resourceDockerContainerCreate`, i
      must be non-empty.
   5. `start` (default true): `ContainerStart`. `wait` (default false): poll `ContainerInspect` every
      second until State.Health.Status is "healthy"; no healthcheck is an error, `wait_timeout`
-     (default 60 s) ends it with "container failed to be in healthy state".
+     (default 60 s) ends it with "container failed to be in healthy state". Then `attach` (default
+     false, after the start whether or not it started): `ContainerWait(WaitConditionNotRunning)` until
+     the container no longer runs (an error of the wait is "Unable to wait container end of
+     execution"); with `logs` (default false) its stdout and stderr, followed from the start, become
+     `container_logs`. The exit code is NOT checked: the read below records it as `exit_code` and the
+     create succeeds whatever it is (hashicorp/terraform-provider-docker#106, which added attach: "you
+     can catch the container exit code with the exit_code attribute if you disable the must_run
+     option"). `Applied.exit_codes` and `Applied.logs` hold what the provider's state would; a program
+     that must stop on a failure does so itself (`on_exit`, as components/container.py `after_success`).
   Uploads and networks_advanced are Terraform sets, iterated in hash order; the applier keeps the plan's.
-  6. `resourceDockerContainerRead`: a container that is not running while `must_run` (default true)
-     gets `must_run=false` in state, to be started by the next update. No error (since #841, v4.0.0):
-     `Applied.stopped` records it.
+  6. `resourceDockerContainerRead`: a container that is not running gets its `exit_code` in state; one
+     that is not running while `must_run` (default true) gets `must_run=false` in state, to be started by
+     the next update. No error (since #841, v4.0.0): `Applied.stopped` records it.
 Network, resource_docker_network_funcs.go `resourceDockerNetworkCreate`: labels, driver, options,
   internal, attachable; IPAM always {Driver: "default" (schema default of ipam_driver), Config:
   ipam_config}; CheckDuplicate=true (the Go client sets it for API < 1.44).
@@ -64,6 +72,7 @@ from functools import partial
 from typing import Any
 
 import docker
+import requests
 from docker.errors import APIError, NotFound
 from docker.types import HostConfig, IPAMConfig, IPAMPool, LogConfig
 
@@ -113,6 +122,8 @@ _KEYS = {
         "mustRun",
         "wait",
         "waitTimeout",
+        "attach",
+        "logs",
     },
 }
 _NESTED_KEYS = {
@@ -132,6 +143,7 @@ _DURATION = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _NANOSECONDS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9}
 _NANOSECONDS["h"] = 60 * _NANOSECONDS["m"]
 _REMOVAL_TIMEOUT_S = 30.0
+_CREATE_TIMEOUT_S = 20 * 60  # dockerContainerCreateDefaultTimeout
 
 
 class ApplyError(Exception):
@@ -167,12 +179,23 @@ class Applied:
     volumes: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)  # not running although must_run (provider: no error)
+    exit_codes: dict[str, int] = field(default_factory=dict)  # attached containers: the state's exit_code
+    logs: dict[str, str] = field(default_factory=dict)  # attached containers with logs: container_logs
+
+
+# What the program does with an attached container's outputs (name, exit_code, container_logs): the
+# provider itself never fails on them. It may raise to stop the apply, as `pulumi up` stops there.
+OnExit = Callable[[str, int, str], None]
 
 
 def apply(
-    client: docker.DockerClient, resources: Sequence[PlannedResource], log: Callable[[str], None] = print
+    client: docker.DockerClient,
+    resources: Sequence[PlannedResource],
+    log: Callable[[str], None] = print,
+    on_exit: OnExit | None = None,
 ) -> Applied:
-    """Create the plan's images (checked, never pulled), networks, volumes and containers, in that order."""
+    """Create the plan's images (checked, never pulled), networks, volumes and containers, in that order.
+    `on_exit` sees each attached container's exit code and log as soon as it has exited."""
     check_inputs(resources)
     applied = Applied()
     stand_ins: dict[str, str] = {}  # the plan's computed RemoteImage.imageId -> the local image id
@@ -191,11 +214,15 @@ def apply(
             applied.volumes.append(_create_volume(client, resource))
         else:
             image = _container_image(client, label, str(resource.inputs.get("image", "")), stand_ins)
-            name, running = _create_container(client, resource, image, log)
+            name, running = _create_container(client, resource, image, log, applied)
             applied.containers.append(name)
             if not running and resource.inputs.get("mustRun", True):
                 applied.stopped.append(name)
                 log(f"{label}: not running although mustRun; the provider would start it on the next update")
+            if name in applied.exit_codes:
+                log(f"{label}: exited with code {applied.exit_codes[name]}")
+                if on_exit is not None:
+                    on_exit(name, applied.exit_codes[name], applied.logs.get(name, ""))
         log(f"{label}: done")
     return applied
 
@@ -293,10 +320,14 @@ def _create_volume(client: docker.DockerClient, resource: PlannedResource) -> st
 
 
 def _create_container(
-    client: docker.DockerClient, resource: PlannedResource, image: str, log: Callable[[str], None]
+    client: docker.DockerClient,
+    resource: PlannedResource,
+    image: str,
+    log: Callable[[str], None],
+    applied: Applied,
 ) -> tuple[str, bool]:
-    """Create, connect, upload, start, wait, as `resourceDockerContainerCreate`; return the name and
-    whether the container runs."""
+    """Create, connect, upload, start, wait, attach, as `resourceDockerContainerCreate`; return the name
+    and whether the container runs (an attached one's exit code and log go to `applied`)."""
     api = client.api
     inputs = resource.inputs
     label = _label(resource)
@@ -314,15 +345,40 @@ def _create_container(
     _connect_networks(client, label, container_id, inputs.get("networksAdvanced", []))
     for upload in inputs.get("uploads", []):
         _upload(client, label, container_id, upload)
-    if not inputs.get("start", True):
-        return name, False
+    if inputs.get("start", True):
+        try:
+            api.start(container_id)
+        except APIError as error:
+            raise ProviderError(label, "Unable to start container", _explanation(error)) from error
+        if inputs.get("wait", False):
+            _wait_healthy(client, label, container_id, _int(label, "waitTimeout", inputs.get("waitTimeout", 60)))
+    if inputs.get("attach", False):
+        _wait_for_exit(client, label, container_id, bool(inputs.get("logs", False)), name, applied)
+    state = api.inspect_container(container_id)["State"]
+    if not state["Running"] and inputs.get("attach", False):
+        applied.exit_codes[name] = int(state["ExitCode"])
+    return name, bool(state["Running"])
+
+
+def _wait_for_exit(
+    client: docker.DockerClient, label: str, container_id: str, logs: bool, name: str, applied: Applied
+) -> None:
+    """`ContainerWait(not-running)` within the provider's create timeout (20 min unless the resource sets
+    its own, which is an option, not an input), then the container's whole stdout and stderr (the provider
+    follows them from the start: the same text once the container has exited)."""
     try:
-        api.start(container_id)
+        client.api.wait(container_id, timeout=_CREATE_TIMEOUT_S, condition="not-running")
     except APIError as error:
-        raise ProviderError(label, "Unable to start container", _explanation(error)) from error
-    if inputs.get("wait", False):
-        _wait_healthy(client, label, container_id, _int(label, "waitTimeout", inputs.get("waitTimeout", 60)))
-    return name, bool(api.inspect_container(container_id)["State"]["Running"])
+        raise ProviderError(label, "Unable to wait container end of execution", _explanation(error)) from error
+    except requests.exceptions.ReadTimeout as error:
+        message = "Unable to wait container end of execution: context deadline exceeded"
+        raise ProviderError(label, message) from error
+    if logs:
+        try:
+            output = client.api.logs(container_id, stdout=True, stderr=True, timestamps=False)
+        except APIError as error:
+            raise ProviderError(label, "unable to read container logs", _explanation(error)) from error
+        applied.logs[name] = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
 
 
 def _config(label: str, inputs: Mapping[str, Any]) -> dict[str, Any]:

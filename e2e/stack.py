@@ -27,11 +27,12 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
+from components.container import one_shot_outcome
 from e2e.applier import apply, destroy
 from e2e.images import build_all
 from e2e.mocks import RealMocks
 from harness.servers import make_certificates
-from model.loading import SETTINGS_KEY
+from model.loading import SETTINGS_KEY, ConfigError
 from tools.plan import CONTAINER, PlannedResource, project_name, run_plan, run_program, settings_for, stack_config
 
 STACK = "e2e"
@@ -205,8 +206,22 @@ def _exec_ok(container: Container, command: list[str]) -> str:
 
 
 def services(resources: Sequence[PlannedResource]) -> list[Mapping[str, Any]]:
-    """The containers that run (config containers and replicas created stopped apart)."""
-    return [r.inputs for r in resources if r.type == CONTAINER and r.inputs.get("start", True) is not False]
+    """The containers that keep running (config containers, replicas created stopped and one-shots apart)."""
+    return [
+        r.inputs
+        for r in resources
+        if r.type == CONTAINER and r.inputs.get("start", True) is not False and not r.inputs.get("attach")
+    ]
+
+
+def one_shots(resources: Sequence[PlannedResource]) -> list[Mapping[str, Any]]:
+    """The containers `pulumi up` runs to their exit (attach): the app's migration and volume owner."""
+    return [r.inputs for r in resources if r.type == CONTAINER and r.inputs.get("attach")]
+
+
+def stop_on_failure(name: str, exit_code: int, logs: str) -> None:
+    """What the program does with a one-shot's exit code: stop before what depends on it."""
+    one_shot_outcome(f"the one-shot {name}", name, exit_code, logs)
 
 
 def unhealthy(client: docker.DockerClient, names: Sequence[str]) -> dict[str, str]:
@@ -269,7 +284,7 @@ def up(client: docker.DockerClient, log: Callable[[str], None] = print) -> Runni
     apply(client, [r for r in resources if r.type in NETWORKS_AND_VOLUMES], log)
     start_s3(client, images["s3"], resources, pki)
     start_acme(client, images["pebble"], WORK, pki)
-    apply(client, [r for r in resources if r.type not in NETWORKS_AND_VOLUMES], log)
+    apply(client, [r for r in resources if r.type not in NETWORKS_AND_VOLUMES], log, on_exit=stop_on_failure)
     applied = time.monotonic()
     wait_until_healthy(client, [str(inputs["name"]) for inputs in services(resources)], HEALTHY_TIMEOUT_SECONDS)
     healthy = time.monotonic()
@@ -286,8 +301,26 @@ def down(client: docker.DockerClient, log: Callable[[str], None] = print) -> Non
             pass
         except APIError as error:
             log(f"{name}: {error.explanation}")
-    destroy(client, run_plan(STACK).resources, log)
+    try:
+        destroy(client, run_plan(STACK).resources, log)
+    except ConfigError as error:  # a stack file being edited: remove what the stack's names and labels say
+        log(f"{STACK}: the plan cannot be made ({error}); removing by name and label instead")
+    _sweep(client, log)
     shutil.rmtree(WORK, ignore_errors=True)
+
+
+def _sweep(client: docker.DockerClient, log: Callable[[str], None]) -> None:
+    """Whatever of the stack is left: containers and networks labelled with it, volumes named after it."""
+    for container in client.containers.list(all=True, filters={"label": f"org.1001stories.stack={STACK}"}):
+        container.remove(force=True, v=True)
+        log(f"{container.name}: removed")
+    for network in client.networks.list(filters={"label": f"org.1001stories.stack={STACK}"}):
+        network.remove()
+        log(f"{network.name}: removed")
+    for volume in client.volumes.list():
+        if volume.name.startswith(f"{STACK}-"):
+            volume.remove(force=True)
+            log(f"{volume.name}: removed")
 
 
 def stack_logs(client: docker.DockerClient, lines: int = 40) -> str:

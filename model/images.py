@@ -61,5 +61,13 @@ IMAGE_DIRECTORIES: dict[str, dict[str, int]] = {
     "prometheus": {"/prometheus": 65534},
     "alertmanager": {"/alertmanager": 65534},
     "grafana": {"/var/lib/grafana": 472},
-    "app": {"/app/uploads": 1001, "/app/public/books": 1001},
+    # The app's runner stage creates these owned 1001:1001 (nextjs:nodejs), mode 775. It has no
+    # public/avatars and no private/exports: the platform gives those volumes their owner (components/app.py).
+    "app": {
+        "/app/uploads": 1001,
+        "/app/tmp": 1001,
+        "/app/public/books": 1001,
+        "/app/public/covers": 1001,
+        "/app/public/generated-images": 1001,
+    },
 }

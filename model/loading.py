@@ -23,7 +23,7 @@ MAX_VALUE_CHARS = 100
 
 # Environment the platform sets itself; config may not override it.
 MANAGED_ENV = frozenset(
-    {"DATABASE_URL", "REDIS_URL", "NEXTAUTH_URL", "NEXTAUTH_SECRET", "NODE_ENV", "PORT", "HOSTNAME"}
+    {"DATABASE_URL", "REDIS_URL", "NEXTAUTH_URL", "NEXTAUTH_SECRET", "CRON_SECRET", "NODE_ENV", "PORT", "HOSTNAME"}
 )
 
 

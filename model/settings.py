@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic.alias_generators import to_camel
 
 from model.images import ImageRef, parse_image
+from model.schedule import CronSchedule, ScheduleError
 
 # Postgres connections that are not PgBouncer's: superuser_reserved_connections, the exporter, the
 # backup tool (pgBackRest opens up to two), and a few for an operator's psql or a migration.
@@ -157,6 +158,14 @@ def _time_zone(value: str) -> str:
     return value
 
 
+def _cron_schedule(value: str) -> str:
+    try:
+        CronSchedule.parse(value)
+    except ScheduleError as error:
+        raise ValueError(f"is not a cron schedule: {error}") from None
+    return value
+
+
 Hostname = Annotated[str, AfterValidator(_hostname)]
 SqlIdentifier = Annotated[str, AfterValidator(_sql_identifier)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
@@ -165,6 +174,7 @@ DockerHost = Annotated[str, AfterValidator(_docker_host)]
 AppDatabase = Annotated[SqlIdentifier, AfterValidator(_app_database)]
 PrivateSubnet = Annotated[IPv4Network, AfterValidator(_private_subnet)]
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
+Schedule = Annotated[str, AfterValidator(_cron_schedule)]
 
 
 class Resources(Model):
@@ -271,6 +281,70 @@ class AppBuild(Model):
     cache_from: list[str] = Field(default_factory=list)
 
 
+# URL prefixes that stay the app's: nginx must not serve a data directory there.
+APP_URL_PREFIXES = ("/api/", "/_next/")
+# Backup sources that are not data directories (topology.backup_sources).
+RESERVED_DATA_DIR_NAMES = ("certificates",)
+
+
+class DataDir(Model):
+    """A directory the app writes at run time: the named volume `<stack>-app-<name>`, mounted at `path` in
+    every replica (a file one replica writes, the others read), kept by host.retainDataVolumes, backed up
+    by the files job unless `backup` is false, and served by nginx at `urlPath` when one is set (a Next.js
+    production server does not serve files added to public/ after its build), read-only, with the cache
+    rules of `cache`: static assets (proxy.staticCacheDays) or PDFs (proxy.pdfCacheDays)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    path: AbsolutePath
+    url_path: str | None = Field(default=None, pattern=r"^/[a-z0-9][a-z0-9/_-]*/$")
+    cache: Literal["static", "pdf"] = "static"
+    backup: bool = True
+
+
+def _default_data_dirs() -> list[DataDir]:
+    """Where the 1001 Stories app writes (its source: process.cwd()-relative paths under /app)."""
+    return [
+        DataDir.model_validate(each)
+        for each in (
+            {"name": "uploads", "path": "/app/uploads"},
+            {"name": "books", "path": "/app/public/books", "urlPath": "/books/", "cache": "pdf"},
+            {"name": "covers", "path": "/app/public/covers", "urlPath": "/covers/"},
+            {"name": "avatars", "path": "/app/public/avatars", "urlPath": "/avatars/"},
+            {"name": "generated-images", "path": "/app/public/generated-images", "urlPath": "/generated-images/"},
+            # Personal-data exports: never served, and regenerated on request rather than kept in backups.
+            {"name": "exports", "path": "/app/private/exports", "backup": False},
+        )
+    ]
+
+
+def _inside(path: str, other: str) -> bool:
+    return path == other or path.startswith(other.rstrip("/") + "/")
+
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class MigrationSettings(Model):
+    """Schema migrations, once per deploy, before any replica starts or rolls: a one-shot container of
+    `image` (a pinned image with the migration tool and the app's migrations; with app.build, by default
+    app.build's Dockerfile built at `buildTarget`) that runs `command` against Postgres directly (not
+    PgBouncer: Prisma Migrate holds a session-level advisory lock) as the app's role, and is stopped after
+    `timeoutSeconds`."""
+
+    enabled: bool = True
+    image: PinnedImage | None = None
+    build_target: str = Field(default="build-deps", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    command: list[NonEmpty] = Field(default_factory=lambda: ["npx", "prisma", "migrate", "deploy"], min_length=1)
+    timeout_seconds: int = Field(default=600, ge=30, le=7200)
+    resources: Resources = Field(default_factory=lambda: resources(512, 128, 0.5))
+
+
+REPLACED_APP_KEYS = {
+    "uploadsPath": "replaced by app.dataDirs (the entry named uploads)",
+    "booksPath": "replaced by app.dataDirs (the entry named books)",
+}
+
+
 class AppSettings(Model):
     image: PinnedImage | None = None
     build: AppBuild | None = None
@@ -279,13 +353,22 @@ class AppSettings(Model):
     port: int = Field(default=3000, ge=1, le=65535)
     env: dict[EnvName, str] = Field(default_factory=dict)
     secret_env: list[EnvName] = Field(default_factory=list)
-    uploads_path: AbsolutePath = "/app/uploads"
-    books_path: AbsolutePath = "/app/public/books"
+    data_dirs: list[DataDir] = Field(default_factory=_default_data_dirs)
     tmp_path: AbsolutePath = "/app/tmp"
     cache_path: AbsolutePath = "/app/.next/cache"
     health_path: AbsolutePath = "/api/health"
     metrics_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9/_.-]*$")
+    migration: MigrationSettings = Field(default_factory=MigrationSettings)
     resources: Resources = Field(default_factory=lambda: resources(1024, 256, 1.0))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, rule in REPLACED_APP_KEYS.items():
+                if key in data:
+                    raise InvalidKeyError((key,), data[key], rule)
+        return data
 
     @model_validator(mode="after")
     def _image_or_build(self) -> AppSettings:
@@ -295,7 +378,46 @@ class AppSettings(Model):
             )
         if self.replicas > self.max_replicas:
             raise InvalidKeyError(("replicas",), self.replicas, f"must not exceed maxReplicas ({self.max_replicas})")
+        if self.migration.enabled and self.migration.image is None and self.build is None:
+            raise InvalidKeyError(
+                ("migration", "image"),
+                None,
+                "is required with app.image: a pinned image with the migration tool and the app's migrations "
+                "(the prisma CLI is a devDependency, absent from the app's production image; e.g. its Dockerfile's "
+                "build-deps stage, pushed beside the app image), or set app.migration.enabled to false",
+            )
         return self
+
+    @model_validator(mode="after")
+    def _data_dirs_apart(self) -> AppSettings:
+        seen: dict[tuple[str, str], int] = {}  # (key, value) -> the index of the entry that has it
+        scratch = {"tmpPath": self.tmp_path, "cachePath": self.cache_path}
+        for index, each in enumerate(self.data_dirs):
+            if each.name in RESERVED_DATA_DIR_NAMES:
+                rule = "is reserved: the files job backs up the platform's own sources under that name"
+                raise InvalidKeyError(("dataDirs", index, "name"), each.name, rule)
+            for key, value in (("name", each.name), ("urlPath", each.url_path)):
+                if value is None:
+                    continue
+                if (key, value) in seen:
+                    rule = f"repeats dataDirs[{seen[key, value]}].{key}; each must be unique"
+                    raise InvalidKeyError(("dataDirs", index, key), value, rule)
+                seen[key, value] = index
+            for earlier_index, earlier in enumerate(self.data_dirs[:index]):
+                if _inside(each.path, earlier.path) or _inside(earlier.path, each.path):
+                    rule = f"overlaps dataDirs[{earlier_index}].path ({earlier.path}); one volume per directory"
+                    raise InvalidKeyError(("dataDirs", index, "path"), each.path, rule)
+            for key, value in scratch.items():
+                if _inside(each.path, value) or _inside(value, each.path):
+                    rule = f"overlaps {key} ({value}), a tmpfs that is not kept"
+                    raise InvalidKeyError(("dataDirs", index, "path"), each.path, rule)
+            if each.url_path and (each.url_path.startswith(APP_URL_PREFIXES) or each.url_path == "/health/"):
+                rule = f"would hide the app's own routes ({', '.join(APP_URL_PREFIXES)}, /health)"
+                raise InvalidKeyError(("dataDirs", index, "urlPath"), each.url_path, rule)
+        return self
+
+    def data_dir(self, name: str) -> DataDir | None:
+        return next((each for each in self.data_dirs if each.name == name), None)
 
 
 class DatabaseSettings(Model):
@@ -398,9 +520,16 @@ class ProxySettings(Model):
     static_cache_days: int = Field(default=365, ge=0)
     pdf_cache_days: int = Field(default=30, ge=0)
     hsts_max_age_seconds: int = Field(default=31536000, ge=0)
-    books_url_path: str = Field(default="/books/", pattern=r"^/[a-z0-9/_-]*/$")
     resources: Resources = Field(default_factory=lambda: resources(256, 64, 0.5))
     certbot_resources: Resources = Field(default_factory=lambda: resources(128, 32, 0.1))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "booksUrlPath" in data:
+            rule = "replaced by app.dataDirs: the urlPath of the entry named books"
+            raise InvalidKeyError(("booksUrlPath",), data["booksUrlPath"], rule)
+        return data
 
 
 class AlertThresholds(Model):
@@ -701,6 +830,53 @@ class BackupSettings(Model):
         return self
 
 
+class CronJob(Model):
+    """One of the app's scheduled calls: GET `path` on the app with `Authorization: Bearer $CRON_SECRET`
+    at the times of `schedule` (crontab's five fields, in cron.timezone; README: The app's scheduled calls)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$")
+    schedule: Schedule
+
+
+def _default_cron_jobs() -> list[CronJob]:
+    """The 1001 Stories app's cron routes (app/api/cron/*). Retention first, hard deletion after it, both
+    outside the hour clocks change in (02:00-03:00 in Europe); the digest route sends only in its own
+    hour 9, so it is called once every hour; the status report once a day."""
+    return [
+        CronJob.model_validate(each)
+        for each in (
+            {"name": "data-retention", "path": "/api/cron/data-retention", "schedule": "30 3 * * *"},
+            {"name": "hard-delete", "path": "/api/cron/hard-delete", "schedule": "0 4 * * *"},
+            {"name": "notification-digest", "path": "/api/cron/notification-digest", "schedule": "0 * * * *"},
+            {"name": "server-status", "path": "/api/cron/server-status", "schedule": "0 7 * * *"},
+        )
+    ]
+
+
+class CronSettings(Model):
+    """The app's scheduled calls, made by the cron service (cron/service.py) on the app network. Times are
+    in `timezone` (when unset: scaling.timezone, the stack's time zone). A call waits at most
+    `timeoutSeconds`; a call whose last success is older than `lateFactor` times its schedule's longest
+    gap alerts (CronCallLate), as a failed one does (CronCallFailed)."""
+
+    enabled: bool = True
+    timezone: TimeZone | None = None
+    jobs: list[CronJob] = Field(default_factory=_default_cron_jobs)
+    timeout_seconds: int = Field(default=300, ge=5, le=3600)
+    late_factor: float = Field(default=2, ge=1.1, le=10)
+    resources: Resources = Field(default_factory=lambda: resources(128, 32, 0.1))
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CronSettings:
+        names = [job.name for job in self.jobs]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                rule = f"repeats jobs[{names.index(name)}].name; job names must be unique"
+                raise InvalidKeyError(("jobs", index, "name"), name, rule)
+        return self
+
+
 class Settings(Model):
     """The root of `<project>:settings`."""
 
@@ -716,6 +892,7 @@ class Settings(Model):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
+    cron: CronSettings = Field(default_factory=CronSettings)
 
     @model_validator(mode="after")
     def _scaling_bounds(self) -> Settings:
@@ -738,6 +915,11 @@ class Settings(Model):
     @property
     def public_url(self) -> str:
         return f"https://{self.domain}"
+
+    @property
+    def cron_timezone(self) -> str:
+        """The time zone of the app's scheduled calls: cron.timezone, else the stack's (scaling.timezone)."""
+        return self.cron.timezone or self.scaling.timezone
 
     def secret_references(self) -> dict[str, str]:
         """Key path -> the name it expects in `<project>:secrets`."""

@@ -105,7 +105,7 @@ class Topology:
     nginx_fallback_tls_dir: str
     letsencrypt_live_dir: str
     nginx_acme_dir: str
-    nginx_books_dir: str
+    nginx_data_dir: str  # the app's served data directories, each at <nginx_data_dir>/<name>
     pg_data_dir: str
     pgbackrest_config_dir: str
     pgbackrest_lock_dir: str
@@ -117,6 +117,16 @@ class Topology:
 
 def app_hostname(replica: int) -> str:
     return f"app-{replica}"
+
+
+BACKUP_SOURCES_ROOT = "/backup-sources"
+
+
+def backup_sources(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """What the files job backs up, by name: every app data directory kept in backups, and the TLS
+    certificates; each mounted read-only in the backup container under /backup-sources."""
+    data = tuple((each.name, f"{BACKUP_SOURCES_ROOT}/{each.name}") for each in settings.app.data_dirs if each.backup)
+    return (*data, ("certificates", f"{BACKUP_SOURCES_ROOT}/letsencrypt"))
 
 
 def container_topology(settings: Settings) -> Topology:
@@ -158,18 +168,14 @@ def container_topology(settings: Settings) -> Topology:
         nginx_fallback_tls_dir=f"{nginx_dir}/fallback-tls",
         letsencrypt_live_dir="/etc/letsencrypt/stories",  # written by certbot's deploy hook
         nginx_acme_dir="/var/www/acme",
-        nginx_books_dir="/srv/books",
+        nginx_data_dir="/srv",
         pg_data_dir="/var/lib/postgresql/data/pgdata",
         pgbackrest_config_dir=f"{CONFIG_ROOT}/pgbackrest",
         pgbackrest_lock_dir="/tmp/pgbackrest",
         backup_repo=repo_layout(settings),
         backup_work_dir=BACKUP_ROOT,
-        backup_sources=(
-            ("uploads", "/backup-sources/uploads"),
-            ("books", "/backup-sources/books"),
-            ("certificates", "/backup-sources/letsencrypt"),
-        ),
-        backup_redis_dir="/backup-sources/redis",
+        backup_sources=backup_sources(settings),
+        backup_redis_dir=f"{BACKUP_SOURCES_ROOT}/redis",
     )
 
 
@@ -235,7 +241,7 @@ def loopback_topology(
         nginx_fallback_tls_dir=str(base / "nginx" / "fallback-tls"),
         letsencrypt_live_dir=str(base / "letsencrypt" / "stories"),
         nginx_acme_dir=str(base / "acme"),
-        nginx_books_dir=str(base / "books"),
+        nginx_data_dir=str(base / "srv"),
         pg_data_dir=str(base / "postgres-data"),
         pgbackrest_config_dir=str(base / "pgbackrest"),
         pgbackrest_lock_dir=str(base / "pgbackrest-lock"),

@@ -87,8 +87,8 @@ def _allotment(settings: Settings, key: str, count: int = 1) -> Allotment:
 
 
 def container_budget(settings: Settings) -> dict[str, Allotment]:
-    """Every long-running container of the stack: service -> allotment. The app counts at maxReplicas,
-    since the host must hold the most the scaler may run."""
+    """Every long-running container of the stack, and the migration that runs beside them during a deploy:
+    service -> allotment. The app counts at maxReplicas, since the host must hold the most the scaler may run."""
     keys = {
         "postgres": "database.resources",
         "pgbouncer": "pgbouncer.resources",
@@ -99,6 +99,10 @@ def container_budget(settings: Settings) -> dict[str, Allotment]:
     }
     if settings.scaling.enabled:
         keys.update({"scaler": "scaling.resources", "socket-proxy": "scaling.resources"})
+    if settings.cron.enabled:
+        keys["cron"] = "cron.resources"
+    if settings.app.migration.enabled:  # a one-shot, but it runs while everything else does
+        keys["app-migration"] = "app.migration.resources"
     if settings.proxy.tls.mode == "letsencrypt":
         keys["certbot"] = "proxy.certbotResources"
     monitoring = settings.monitoring

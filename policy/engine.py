@@ -3,7 +3,8 @@ a platform that would not have worked; README: "The e2e layer"):
 
 - Docker refuses uploads into a container with a read-only root (the provider extracts them at `/`).
 - A writable named volume mounted where the image has no directory owned by the service's user is
-  root-owned 0755, and the service cannot write it.
+  root-owned 0755, and the service cannot write it, unless a one-shot of the stack hands it to that user
+  first (role volume-owner, with CHOWN).
 - A service that must reach outside (S3, ACME, outside APIs) needs a network with a route out; Docker's
   internal networks have none.
 - Aliases given for a container's `network_mode` network never reach Docker (the provider connects
@@ -15,7 +16,7 @@ a platform that would not have worked; README: "The e2e layer"):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from model.images import IMAGE_DIRECTORIES
@@ -56,7 +57,8 @@ def _uid(props: Props) -> int | None:
     return int(user) if user.isdigit() else None
 
 
-def volume_owners(resource_type: str, props: Props, name: str) -> list[str]:
+def volume_owners(resource_type: str, props: Props, name: str, owned: Mapping[str, int] | None = None) -> list[str]:
+    """`owned`: volumes that a one-shot of the stack gives to a uid before the services start."""
     uid = _uid(props)
     if resource_type != CONTAINER or is_config_container(props) or not uid:
         return []
@@ -64,11 +66,37 @@ def volume_owners(resource_type: str, props: Props, name: str) -> list[str]:
     return [
         f"{name}: volume {volume['volumeName']} is mounted writable at {volume['containerPath']}, where the image "
         f"has no directory owned by uid {uid}: Docker would create it root-owned 0755; create the directory in "
-        "the image (and record it in model/images.py IMAGE_DIRECTORIES) or mount another path"
+        "the image (and record it in model/images.py IMAGE_DIRECTORIES), give the volume its owner first (a "
+        "one-shot with role volume-owner, components/app.py) or mount another path"
         for volume in props.get("volumes") or []
         if volume.get("volumeName") and not volume.get("readOnly")
-        if directories.get(volume["containerPath"]) != uid
+        if directories.get(volume["containerPath"]) != uid and (owned or {}).get(volume["volumeName"]) != uid
     ]
+
+
+def owned_volumes(resources: Sequence[Resource]) -> dict[str, int]:
+    """Volume -> the uid that a one-shot gives its top directory to: a container that runs (not a config
+    container) with the labels role=volume-owner and owner=<uid>:<gid>, CHOWN among its capabilities, and
+    the volume mounted writable."""
+    owned: dict[str, int] = {}
+    for resource in resources:
+        props = resource.props
+        found = labels_of(props)
+        uid = found.get(f"{LABEL}owner", "").split(":")[0]
+        chown = "CHOWN" in ((props.get("capabilities") or {}).get("adds") or [])
+        if resource.type != CONTAINER or found.get(f"{LABEL}role") != "volume-owner" or props.get("start") is False:
+            continue
+        if not uid.isdigit() or not chown:
+            continue
+        for volume in props.get("volumes") or []:
+            if volume.get("volumeName") and not volume.get("readOnly"):
+                owned[str(volume["volumeName"])] = int(uid)
+    return owned
+
+
+def volume_owners_of_stack(resources: Sequence[Resource]) -> list[str]:
+    owned = owned_volumes(resources)
+    return [message for r in resources for message in volume_owners(r.type, r.props, r.name, owned)]
 
 
 def _needs_egress(props: Props, name: str) -> str | None:
@@ -153,13 +181,14 @@ ENGINE_RESOURCE_POLICIES = [
         "No network aliases on a container's network_mode network: Docker would not keep them.",
         aliases_reach_the_engine,
     ),
-    ResourcePolicy(
-        "volume-owners",
-        "Writable volumes are mounted where the image has a directory owned by the service's user.",
-        volume_owners,
-    ),
 ]
 ENGINE_STACK_POLICIES = [
+    StackPolicy(
+        "volume-owners",
+        "Writable volumes are mounted where the image has a directory owned by the service's user, or a "
+        "one-shot gives them to that user first.",
+        volume_owners_of_stack,
+    ),
     StackPolicy(
         "egress-where-needed", "Services that reach outside join a network with a route out.", egress_where_needed
     ),

@@ -6,6 +6,7 @@ python -m tools.config_reference      # prints the Markdown table
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from typing import Any
@@ -54,7 +55,15 @@ def _default(info: FieldInfo) -> str:
         return "(object)"
     if isinstance(value, tuple):
         value = list(value)
+    if isinstance(value, list) and value and all(isinstance(item, BaseModel) for item in value):
+        names = [getattr(item, "name", "?") for item in value]
+        return f"`{json.dumps(names)}` (by name; README)"
     return f"`{json.dumps(value, default=str)}`"
+
+
+def _words(model: type[BaseModel]) -> str:
+    """DataDir -> "data dir"."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", model.__name__).lower()
 
 
 def rows(model: type[BaseModel], prefix: str = "settings") -> list[tuple[str, str, str]]:
@@ -63,8 +72,8 @@ def rows(model: type[BaseModel], prefix: str = "settings") -> list[tuple[str, st
         key = f"{prefix}.{info.alias or name}"
         nested = _model_of(info.annotation)
         if nested is not None and nested.__name__ != "Resources":
-            if nested.__name__ == "Receiver":
-                result.append((key, "list of receiver objects", _default(info)))
+            if typing.get_origin(info.annotation) in (list, tuple):
+                result.append((key, f"list of {_words(nested)} objects", _default(info)))
                 result += rows(nested, f"{key}[]")
             else:
                 result += rows(nested, key)

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import struct
 import tarfile
+import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import docker
 import pytest
 from docker.errors import ImageNotFound, NotFound
 
-from e2e.stack import stack_logs
+from e2e.stack import Running, down, stack_logs, up
 
 PROBE_IMAGE = "stories-e2e/probe:1"
 _APPLETS = ("sh", "sleep", "true", "test", "cat", "ls", "stat", "id", "touch", "timeout", "nslookup", "httpd", "wget")
@@ -167,3 +168,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("measured on the real engine")
         for name, value in FIGURES.items():
             terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture(scope="session")
+def stack(engine: docker.DockerClient) -> Iterator[Running]:
+    """The e2e stack (e2e/stack.py), up once for every module that asks for it, and removed at the end."""
+    started = time.monotonic()
+    try:
+        running = up(engine, log=lambda line: None)
+    except Exception:
+        print(stack_logs(engine))
+        down(engine, log=lambda line: None)
+        raise
+    FIGURES["e2e: apply (networks, volumes, containers)"] = f"{running.apply_seconds:.1f} s"
+    FIGURES["e2e: apply until every service is healthy"] = f"{running.healthy_seconds:.1f} s"
+    yield running
+    down(engine, log=lambda line: None)
+    FIGURES["e2e: wall time of the stack's checks (up, checks, down)"] = f"{time.monotonic() - started:.0f} s"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import docker
@@ -92,6 +93,12 @@ def _resolves(engine: docker.DockerClient, peer: PlannedResource, name: str) -> 
     exec_id = engine.api.exec_create(peer.inputs["name"], command)["Id"]
     engine.api.exec_start(exec_id)
     return bool(engine.api.exec_inspect(exec_id)["ExitCode"] == 0)
+
+
+def _instant(text: str) -> datetime:
+    """A Docker timestamp (RFC 3339 with up to nine decimals, trailing zeros dropped) as a datetime."""
+    head, _, fraction = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head).replace(tzinfo=UTC) + timedelta(microseconds=int((fraction + "0" * 6)[:6]))
 
 
 def _free_loopback_port() -> int:
@@ -309,3 +316,65 @@ def test_nothing_is_created_for_an_unmapped_input_or_a_missing_image(
     with pytest.raises(MissingImageError, match=sandbox.name("missing:1")):
         apply(engine, [network, missing])
     assert not _exists(engine, network)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_an_attached_container_is_waited_for_and_its_exit_is_recorded_never_checked(
+    engine: docker.DockerClient, sandbox: Sandbox, exit_code: int
+) -> None:
+    """attach: the provider waits until the container no longer runs; logs: its output becomes
+    container_logs; the read records exit_code; a non-zero exit is NOT an error of the provider (the
+    program decides, on_exit here). mustRun false and restart "no": it is neither started again nor
+    reported as stopped. A container after it in the plan is created only after it exited."""
+    network = _network(sandbox, "net")
+    script = f"echo to-stdout; sleep 2; echo to-stderr >&2; exit {exit_code}"
+    one_shot = _container(
+        sandbox,
+        "one-shot",
+        [(network, "one-shot")],
+        command=["sh", "-c", script],
+        restart="no",
+        mustRun=False,
+        attach=True,
+        logs=True,
+    )
+    after = _container(sandbox, "after", [(network, "after")])
+    seen: list[tuple[str, int, str]] = []
+
+    applied = apply(engine, [network, one_shot, after], on_exit=lambda *args: seen.append(args))
+
+    name = one_shot.inputs["name"]
+    assert applied.exit_codes == {name: exit_code} and applied.stopped == []
+    assert "to-stdout" in applied.logs[name] and "to-stderr" in applied.logs[name]
+    assert seen == [(name, exit_code, applied.logs[name])]
+    state = _inspect(engine, one_shot)["State"]
+    assert (state["Status"], state["ExitCode"], state["Restarting"]) == ("exited", exit_code, False)
+    started_after = _instant(_inspect(engine, after)["State"]["StartedAt"])
+    assert started_after > _instant(state["FinishedAt"]), "created and started once the one-shot had exited"
+
+
+@pytest.mark.engine
+def test_a_program_that_stops_on_a_failed_one_shot_creates_nothing_after_it(
+    engine: docker.DockerClient, sandbox: Sandbox
+) -> None:
+    """What e2e/stack.py does with `on_exit` (the program's gate): the apply stops at the failed one-shot,
+    with its log, and the containers after it in the plan are never created."""
+    from components.container import OneShotFailedError
+    from e2e.stack import stop_on_failure
+
+    network = _network(sandbox, "net")
+    failing = _container(
+        sandbox,
+        "migration",
+        [(network, "migration")],
+        command=["sh", "-c", "echo relation already exists; exit 1"],
+        restart="no",
+        mustRun=False,
+        attach=True,
+        logs=True,
+    )
+    replica = _container(sandbox, "replica", [(network, "replica")])
+    with pytest.raises(OneShotFailedError, match="relation already exists"):
+        apply(engine, [network, failing, replica], on_exit=stop_on_failure)
+    assert _exists(engine, failing) and not _exists(engine, replica)

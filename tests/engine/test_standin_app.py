@@ -2,10 +2,11 @@
 and Redis from Debian's packages on loopback.
 
 The container runs as the plan runs the app (uid 1001, read-only root with the plan's tmpfs, every
-capability dropped, no-new-privileges, the plan's healthcheck, named volumes on uploads/ and
-public/books), with host networking so that it reaches the servers on 127.0.0.1 and nothing else of
-ours. DATABASE_URL and REDIS_URL are built by components/app.py exactly as the stack builds them, with the
-stack's CA file at the path the URL names.
+capability dropped, no-new-privileges, the plan's healthcheck, a named volume on each data directory,
+given its owner first as the plan's volume-owner one-shot does), with host networking so that it reaches
+the servers on 127.0.0.1 and nothing else of ours. DATABASE_URL and REDIS_URL are built by components/app.py
+exactly as the stack builds them, with the stack's CA file at the path the URL names; the schema migration
+(`standin_app.py migrate`) runs first, as the plan's migration does, straight to Postgres.
 """
 
 from __future__ import annotations
@@ -24,18 +25,27 @@ from typing import Any, ParamSpec, TypeVar
 
 import docker
 import docker.errors
+import psycopg
 import pytest
 from docker.models.containers import Container
 from docker.models.images import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from components.app import APP_CONFIG_DIR, database_url, redis_url
+from components.app import (
+    APP_CONFIG_DIR,
+    MIGRATION_CONFIG_DIR,
+    VOLUMES_ROOT,
+    database_url,
+    migration_database_url,
+    redis_url,
+)
 from configs import healthchecks
 from configs.metrics import METRICS
 from e2e.images import build_service_image
 from harness import services
 from harness.servers import free_port, make_certificates
 from harness.services import Environment, PgBouncer
+from model.images import IMAGE_DIRECTORIES
 from model.settings import Settings
 from tools.plan import settings_for
 
@@ -43,6 +53,8 @@ pytestmark = pytest.mark.engine
 
 STACK = "e2e"
 CA_IN_CONTAINER = f"{APP_CONFIG_DIR}/database-ca.crt"
+MIGRATION_CA_IN_CONTAINER = f"{MIGRATION_CONFIG_DIR}/database-ca.crt"
+MIGRATE = ["python3", "/app/standin_app.py", "migrate"]
 RUN_ID = secrets.token_hex(4)
 LABEL = "stories-e2e-test"
 APP_UID = 1001
@@ -75,8 +87,15 @@ class Standin:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def request(self, path: str, method: str = "GET", timeout: float = 20) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.url(path), method=method)
+    def request(
+        self,
+        path: str,
+        method: str = "GET",
+        timeout: float = 20,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url(path), method=method, headers=headers or {}, data=data)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return int(response.status), bytes(response.read())
@@ -149,10 +168,13 @@ def start_standin(
     port = free_port()
     settings = _settings_on_port(port)
     name = f"e2etest-{RUN_ID}-standin-{len(_STARTED) + 1}"
-    volumes = [f"{name}-uploads", f"{name}-books"]
+    data = {f"{name}-{each.name}": each.path for each in settings.app.data_dirs}
+    volumes = list(data)
     for volume in volumes:
         client.volumes.create(volume, labels={LABEL: RUN_ID})
+    own_volumes(client, image, volumes)
     nextauth_secret = secrets.token_urlsafe(32)
+    cron_secret = secrets.token_urlsafe(32)
     interval = 1_000_000_000  # 1 s, in nanoseconds as the engine takes it
     container = client.containers.run(
         image,
@@ -176,12 +198,12 @@ def start_standin(
             "HOSTNAME": "127.0.0.1",
             "NEXTAUTH_URL": settings.public_url,
             "NEXTAUTH_SECRET": nextauth_secret,
+            "CRON_SECRET": cron_secret,
             "DATABASE_URL": database_url(settings, env.topo, env.passwords["app"]) + url_suffix,
             "REDIS_URL": redis_url(env.topo, env.passwords["redis_app"]),
         },
         volumes={
-            volumes[0]: {"bind": settings.app.uploads_path, "mode": "rw"},
-            volumes[1]: {"bind": settings.app.books_path, "mode": "rw"},
+            **{volume: {"bind": path, "mode": "rw"} for volume, path in data.items()},
             str(ca_file): {"bind": CA_IN_CONTAINER, "mode": "ro"},
         },
         healthcheck={
@@ -199,7 +221,7 @@ def start_standin(
         container,
         settings,
         port,
-        [*env.passwords.values(), nextauth_secret],
+        [*env.passwords.values(), nextauth_secret, cron_secret],
         volumes,
     )
     _STARTED.append(standin)
@@ -209,6 +231,51 @@ def start_standin(
         remove_standin(standin)
         raise
     return standin
+
+
+def own_volumes(client: docker.DockerClient, image: Image, volumes: list[str]) -> None:
+    """What the plan's volume-owner one-shot does before a replica starts (components/app.py): each volume's
+    top directory handed to the app's user, as root with CHOWN alone, in the app's image."""
+    client.containers.run(
+        image,
+        [f"{APP_UID}:{APP_UID}", *(f"{VOLUMES_ROOT}/{volume}" for volume in volumes)],
+        entrypoint=["chown"],
+        user="0:0",
+        cap_drop=["ALL"],
+        cap_add=["CHOWN"],
+        security_opt=["no-new-privileges"],
+        read_only=True,
+        network_mode="none",
+        volumes={volume: {"bind": f"{VOLUMES_ROOT}/{volume}", "mode": "rw"} for volume in volumes},
+        labels={LABEL: RUN_ID},
+        remove=True,
+    )
+
+
+def run_migration(
+    client: docker.DockerClient, image: Image, env: Environment, ca_file: Path, url: str | None = None
+) -> tuple[int, str]:
+    """`standin_app.py migrate` as the plan runs the migration: uid 1001, read-only, straight to Postgres."""
+    settings = settings_for(STACK)
+    container = client.containers.run(
+        image,
+        MIGRATE,
+        detach=True,
+        labels={LABEL: RUN_ID},
+        network_mode="host",
+        user=f"{APP_UID}:{APP_UID}",
+        read_only=True,
+        tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        environment={"DATABASE_URL": url or migration_database_url(settings, env.topo, env.passwords["app"])},
+        volumes={str(ca_file): {"bind": MIGRATION_CA_IN_CONTAINER, "mode": "ro"}},
+    )
+    try:
+        code = int(container.wait(timeout=120)["StatusCode"])
+        return code, bytes(container.logs()).decode(errors="replace")
+    finally:
+        container.remove(force=True)
 
 
 def remove_standin(standin: Standin) -> None:
@@ -254,7 +321,15 @@ def servers() -> Iterator[Servers]:
 
 
 @pytest.fixture(scope="module")
-def standin(client: docker.DockerClient, image: Image, servers: Servers) -> Iterator[Standin]:
+def migrated(client: docker.DockerClient, image: Image, servers: Servers) -> str:
+    """The schema migration, run once before any stand-in starts (as the plan orders it); its log."""
+    code, output = run_migration(client, image, servers.env, servers.env.certs["ca.crt"])
+    assert code == 0, output
+    return output
+
+
+@pytest.fixture(scope="module")
+def standin(client: docker.DockerClient, image: Image, servers: Servers, migrated: str) -> Iterator[Standin]:
     started = start_standin(client, image, servers.env, servers.env.certs["ca.crt"])
     yield started
     remove_standin(started)
@@ -283,6 +358,7 @@ for path in sys.argv[1:]:
     print(path, info.st_uid, info.st_gid, oct(info.st_mode & 0o7777))
 """
 WRITABLE = ["uploads", "tmp", "public/generated-images", "public/covers", "public/books"]
+ABSENT = ["public/avatars", "private"]  # the real image has neither: the plan gives their volumes an owner
 
 
 def directory_modes(output: str) -> dict[str, list[str]]:
@@ -306,16 +382,27 @@ def test_image_keeps_the_real_images_user_workdir_and_directories(client: docker
     for name in WRITABLE:
         assert modes[f"/app/{name}"] == [str(APP_UID), str(APP_UID), "0o775"], modes
     assert modes["/app"] == ["0", "0", "0o755"], modes
+    assert {f"/app/{name}": APP_UID for name in WRITABLE} == IMAGE_DIRECTORIES["app"], "model/images.py knows them"
+    absent = client.containers.run(
+        image,
+        ["sh", "-c", " ".join(f"test ! -e /app/{name} &&" for name in ABSENT) + " echo absent"],
+        remove=True,
+        network_mode="none",
+        labels={LABEL: RUN_ID},
+    )
+    assert bytes(absent).decode().strip() == "absent"
 
 
 @shows_logs
 def test_named_volumes_copy_up_the_owner_and_node_is_on_path(standin: Standin) -> None:
-    """uploads/ and public/books are the plan's named volumes: new volumes take the image's owner."""
-    app = standin.settings.app
-    code, output = standin.exec(["python3", "-c", DIRECTORY_MODES, app.uploads_path, app.books_path])
+    """Each data directory is a named volume: where the image has the directory a new volume takes its owner
+    and mode (775); where it has none, the owner one-shot gave the volume's top directory to uid 1001 (755)."""
+    paths = [each.path for each in standin.settings.app.data_dirs]
+    code, output = standin.exec(["python3", "-c", DIRECTORY_MODES, *paths])
     assert code == 0, output
     for path, owner in directory_modes(output).items():
-        assert owner == [str(APP_UID), str(APP_UID), "0o775"], path
+        mode = "0o775" if path in IMAGE_DIRECTORIES["app"] else "0o755"
+        assert owner == [str(APP_UID), str(APP_UID), mode], path
     code, output = standin.exec(["node", "--version"])
     assert code == 0 and output.startswith("v"), output
     code, output = standin.exec(["id", "-u"])
@@ -333,8 +420,9 @@ def test_health_checks_the_database_redis_and_uploads(standin: Standin) -> None:
     assert body["status"] == "healthy"
     assert body["checks"] == {"env": "ok", "database": "ok", "redis": "ok", "uploads": "ok"}
     hostname = standin.container.attrs["Config"]["Hostname"]
-    code, output = standin.exec(["cat", f"{standin.settings.app.uploads_path}/health-{hostname}.txt"])
-    assert code == 0 and hostname in output, output
+    for each in standin.settings.app.data_dirs:  # the "uploads" check writes into every data directory
+        code, output = standin.exec(["cat", f"{each.path}/health-{hostname}.txt"])
+        assert code == 0 and hostname in output, (each.path, output)
 
 
 @shows_logs
@@ -375,6 +463,7 @@ def test_pgbouncers_certificate_is_checked_against_sslcert(
     client: docker.DockerClient,
     image: Image,
     servers: Servers,
+    migrated: str,
     tmp_path: Path,
     suffix: str,
     trusted: bool,
@@ -455,11 +544,99 @@ def test_one_log_line_per_request_and_no_secret(standin: Standin) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# The app's needs: its migration, its data directories, its cron routes
+
+
+def app_connection(servers: Servers) -> psycopg.Connection[Any]:
+    """The app's role straight to Postgres over verified TLS (as the migration connects)."""
+    env = servers.env
+    return psycopg.connect(
+        host=env.topo.postgres_host,
+        port=env.topo.postgres_port,
+        dbname=settings_for(STACK).database.name,
+        user=settings_for(STACK).database.user,
+        password=env.passwords["app"],
+        sslmode="verify-full",
+        sslrootcert=str(env.certs["ca.crt"]),
+        autocommit=True,
+    )
+
+
+@shows_logs
+def test_the_migration_creates_its_tables_and_pgcrypto_and_records_each_run(
+    client: docker.DockerClient, image: Image, servers: Servers, migrated: str
+) -> None:
+    assert "migrate: applied 0001_standin" in migrated, migrated
+    assert "sslmode=verify-full" in migrated and "port=" in migrated, "straight to Postgres, TLS verified"
+    code, again = run_migration(client, image, servers.env, servers.env.certs["ca.crt"])
+    assert code == 0, again
+    with app_connection(servers) as conn:
+        runs = conn.execute("SELECT count(*), bool_and(applied_at <= now()) FROM standin_migrations").fetchone()
+        assert runs is not None and runs[0] >= 2 and runs[1] is True
+        extension = conn.execute("SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'pgcrypto'")
+        assert extension.fetchone() is not None
+        owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'standin_cron_calls'").fetchone()
+        assert owner == (settings_for(STACK).database.user,)
+    for secret in servers.env.passwords.values():
+        assert secret not in migrated + again
+
+
+@shows_logs
+def test_the_migration_refuses_pgbouncer_and_fails_with_the_reason(
+    client: docker.DockerClient, image: Image, servers: Servers
+) -> None:
+    env = servers.env
+    settings = settings_for(STACK)
+    pooled = database_url(settings, env.topo, env.passwords["app"])
+    code, output = run_migration(client, image, env, env.certs["ca.crt"], pooled)
+    assert code == 2 and "pgbouncer=true" in output, output
+    wrong = migration_database_url(settings, env.topo, "not-the-password")
+    code, output = run_migration(client, image, env, env.certs["ca.crt"], wrong)
+    assert code == 1 and "migrate: failed:" in output and "password authentication failed" in output, output
+    assert "not-the-password" not in output and env.passwords["app"] not in output
+
+
+@shows_logs
+def test_files_are_written_into_each_data_directory_and_read_back(standin: Standin) -> None:
+    for each in standin.settings.app.data_dirs:
+        content = secrets.token_bytes(2048)
+        status, body = standin.request(f"/api/files/{each.name}/probe-{RUN_ID}.bin", "POST", data=content)
+        assert status == 201, (each.name, body)
+        status, read = standin.request(f"/api/files/{each.name}/probe-{RUN_ID}.bin")
+        assert status == 200 and read == content, each.name
+        code, output = standin.exec(["stat", "-c", "%u %a", f"{each.path}/probe-{RUN_ID}.bin"])
+        assert code == 0 and output.split() == [str(APP_UID), "644"], (each.name, output)
+    assert standin.request("/api/files/covers/never-written.png")[0] == 404
+    assert standin.request("/api/files/elsewhere/x.png", "POST", data=b"x")[0] == 400
+    assert standin.request("/api/files/covers/..%2Fescape", "POST", data=b"x")[0] == 400
+    assert standin.request("/api/files/covers/big.bin", "POST", data=b"x" * ((1 << 20) + 1))[0] == 413
+
+
+@shows_logs
+def test_cron_routes_answer_only_the_bearer_of_cron_secret_and_count_calls(standin: Standin) -> None:
+    cron_secret = standin.secrets[-1]
+    path = "/api/cron/hard-delete"
+    _, before = standin.json("/api/cron/calls")
+    assert standin.request(path)[0] == 401
+    assert standin.request(path, headers={"Authorization": "Bearer not-the-secret"})[0] == 401
+    assert standin.request(path, headers={"Authorization": cron_secret})[0] == 401  # no scheme
+    status, body = standin.request(path, headers={"Authorization": f"Bearer {cron_secret}"})
+    assert status == 200 and json.loads(body)["success"] is True, body
+    status, after = standin.json("/api/cron/calls")
+    assert status == 200, after
+    calls, earlier = after["calls"][path], before["calls"][path]
+    assert calls["authorized"] == earlier["authorized"] + 1
+    assert calls["unauthorized"] == earlier["unauthorized"] + 3
+    assert set(after["calls"]) >= {f"/api/cron/{name}" for name in ("data-retention", "notification-digest")}
+    assert cron_secret not in standin.logs()
+
+
+# ---------------------------------------------------------------------------------------------------
 # Stopping
 
 
 @shows_logs
-def test_sigterm_stops_it_cleanly(client: docker.DockerClient, image: Image, servers: Servers) -> None:
+def test_sigterm_stops_it_cleanly(client: docker.DockerClient, image: Image, servers: Servers, migrated: str) -> None:
     started = start_standin(client, image, servers.env, servers.env.certs["ca.crt"], healthcheck=False)
     try:
         status, _ = started.request("/api/health")

@@ -130,6 +130,7 @@ def cases(settings: Settings) -> list[AlertCase]:
     window_samples = 300 // INTERVAL_SECONDS + 1
     allowed = int(t.db_connection_failure_percent / 100 * window_samples)
     late_after = int(settings.backup.late_factor * 900)  # a kind scheduled every 15 minutes
+    cron_late_after = int(settings.cron.late_factor * 86400)  # a job whose schedule's longest gap is a day
     idle = 'node_cpu_seconds_total{instance="node", cpu="0", mode="idle"}'
     avail, size = (f'node_filesystem_{kind}_bytes{{fstype="ext4", mountpoint="/"}}' for kind in ("avail", "size"))
     return [
@@ -265,6 +266,27 @@ def cases(settings: Settings) -> list[AlertCase]:
             },
             {"kind": "files"},
             INTERVAL_SECONDS + late_after + 60,
+        ),
+        AlertCase(
+            "CronCallFailed",
+            {'stories_cron_last_run_success{cronjob="hard-delete"}': gauge(0)},
+            {'stories_cron_last_run_success{cronjob="hard-delete"}': gauge(1)},
+            {"cronjob": "hard-delete"},
+            0,
+        ),
+        AlertCase(
+            "CronCallLate",
+            {
+                'stories_cron_last_success_timestamp_seconds{cronjob="data-retention"}': gauge(-cron_late_after - 60),
+                'stories_cron_expected_interval_seconds{cronjob="data-retention"}': gauge(86400),
+            },
+            # A success that stays younger than the limit at every evaluation of the test.
+            {
+                'stories_cron_last_success_timestamp_seconds{cronjob="data-retention"}': gauge(3600 - cron_late_after),
+                'stories_cron_expected_interval_seconds{cronjob="data-retention"}': gauge(86400),
+            },
+            {"cronjob": "data-retention"},
+            INTERVAL_SECONDS + cron_late_after + 60,
         ),
         AlertCase(
             "WalArchivingFailing",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from configs.render import image_versions, render_certbot, render_nginx
+from configs.render import image_versions, render_certbot, render_nginx, served_data_dirs
 from harness.servers import Server, copy, free_port, make_certificates, service_user, write
 from harness.services import Environment
 from model.settings import Settings
@@ -91,7 +91,8 @@ def _lay_out(environment: Environment, stack: str, settings: Settings | None = N
     fallback = Path(topo.nginx_fallback_tls_dir)
     copy(environment.certs["server.crt"], fallback / "fullchain.pem", 0o644)
     copy(environment.certs["server.key"], fallback / "privkey.pem", 0o600)
-    for directory in (topo.nginx_temp_dir, topo.nginx_books_dir, topo.nginx_acme_dir + "/.well-known/acme-challenge"):
+    served = [f"{topo.nginx_data_dir}/{each.name}" for each in served_data_dirs(settings)]
+    for directory in (topo.nginx_temp_dir, *served, topo.nginx_acme_dir + "/.well-known/acme-challenge"):
         Path(directory).mkdir(parents=True, exist_ok=True)
     return topo, start
 
@@ -179,21 +180,45 @@ def test_security_headers_and_gzip(nginx: Nginx) -> None:
 
 
 def test_large_pdf_is_served_with_cache_headers(nginx: Nginx) -> None:
-    settings = settings_for("prod").proxy
-    book = Path(nginx.topo.nginx_books_dir) / "moon-and-stars.pdf"
+    prod = settings_for("prod")
+    settings, books = prod.proxy, prod.app.data_dir("books")
+    assert books is not None and books.url_path == "/books/"
+    book = Path(nginx.topo.nginx_data_dir) / "books" / "moon-and-stars.pdf"
     book.write_bytes(b"%PDF-1.7\n" + os.urandom(20 * 1024 * 1024))
     book.chmod(0o644)
-    response = nginx.get(nginx.https(f"{settings.books_url_path}moon-and-stars.pdf"))
+    response = nginx.get(nginx.https(f"{books.url_path}moon-and-stars.pdf"))
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/pdf"
     assert int(response.headers["Content-Length"]) == book.stat().st_size
     assert response.content == book.read_bytes()
     assert response.headers["Cache-Control"] == f"public, max-age={settings.pdf_cache_days * 86400}"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    partial = nginx.get(nginx.https(f"{settings.books_url_path}moon-and-stars.pdf"), headers={"Range": "bytes=0-8"})
+    partial = nginx.get(nginx.https(f"{books.url_path}moon-and-stars.pdf"), headers={"Range": "bytes=0-8"})
     assert partial.status_code == 206 and partial.content == b"%PDF-1.7\n"
     assets = nginx.get(nginx.https("/_next/static/chunks/app.js"))
     assert "immutable" in assets.headers["Cache-Control"]
+
+
+def test_files_the_app_writes_are_served_from_their_volumes_and_private_ones_never(nginx: Nginx) -> None:
+    """Covers, avatars and generated images, written after the app's build: nginx serves them from their
+    volumes with the static-asset cache rules; no directory listing; the exports are not served at all."""
+    prod = settings_for("prod")
+    served = {each.name: each for each in served_data_dirs(prod)}
+    assert set(served) == {"books", "covers", "avatars", "generated-images"}
+    for name in ("covers", "avatars", "generated-images"):
+        image = Path(nginx.topo.nginx_data_dir) / name / "new-after-the-build.png"
+        image.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(4096))
+        image.chmod(0o644)
+        response = nginx.get(nginx.https(f"{served[name].url_path}new-after-the-build.png"))
+        assert response.status_code == 200 and response.content == image.read_bytes(), name
+        assert response.headers["Content-Type"] == "image/png"
+        assert response.headers["Cache-Control"] == f"public, max-age={prod.proxy.static_cache_days * 86400}"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert nginx.get(nginx.https(served[name].url_path)).status_code == 403, "no directory listing"
+        assert nginx.get(nginx.https(f"{served[name].url_path}missing.png")).status_code == 404
+    # Not a served directory: the request goes to the app (here the stub), never to a volume.
+    exports = nginx.get(nginx.https("/exports/user-7.zip"))
+    assert exports.status_code == 200 and exports.text.startswith("replica="), exports.text[:80]
 
 
 def test_upload_over_the_body_limit_gets_413(nginx: Nginx) -> None:

@@ -69,6 +69,15 @@ def test_pg_stat_statements_records_queries(postgres: Postgres) -> None:
     assert calls is not None and calls[0] >= 1
 
 
+def test_no_password_verifier_is_kept_in_pg_stat_statements(postgres: Postgres) -> None:
+    """The init SQL creates roles with their SCRAM verifiers; pg_stat_statements, which the monitor role
+    reads, would keep those statements as written."""
+    env = postgres.env
+    with psycopg.connect(postgres.dsn("postgres", env.passwords["superuser"]), autocommit=True) as conn:
+        kept = conn.execute("SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%SCRAM-SHA-256$%'").fetchone()
+    assert kept == (0,)
+
+
 def test_app_role_owns_its_database_and_nothing_more(postgres: Postgres) -> None:
     env = postgres.env
     app = postgres.dsn(env.settings.database.user, env.passwords["app"])

@@ -45,7 +45,7 @@ from tests.conftest import plan_of
 from tools.plan import settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT_DOCKERFILES = ["backup/Dockerfile", "scaler/Dockerfile"]
+PROJECT_DOCKERFILES = ["backup/Dockerfile", "scaler/Dockerfile", "cron/Dockerfile"]
 MIRROR = "http://mirror.invalid/debian"
 SECURITY = "http://security.invalid/debian-security"
 

@@ -33,6 +33,7 @@ from policy.engine import (
     no_uploads_into_read_only,
     stopped_replicas_tolerated,
     volume_owners,
+    volume_owners_of_stack,
 )
 from policy.props import CONTAINER, NETWORK, Resource
 from tests.conftest import plan_of
@@ -55,8 +56,8 @@ def test_every_stack_keeps_the_engine_rules(stack: str) -> None:
     resources = resources_of(plan)
     for resource in resources:
         assert no_uploads_into_read_only(resource.type, resource.props, resource.name) == []
-        assert volume_owners(resource.type, resource.props, resource.name) == []
         assert aliases_reach_the_engine(resource.type, resource.props, resource.name) == []
+    assert volume_owners_of_stack(resources) == []
     assert egress_where_needed(resources) == []
     assert stopped_replicas_tolerated(resources) == []
 
@@ -102,6 +103,27 @@ def test_writable_volumes_land_on_directories_the_service_owns() -> None:
     assert "/var/lib/elsewhere" in problem and "root-owned 0755" in problem
     dockerfile = (ROOT / "backup" / "Dockerfile").read_text()
     assert re.search(r"install -d -o postgres -g postgres -m 07\d0 /var/lib/stories-backup", dockerfile)
+
+
+def test_app_volumes_where_the_image_has_no_directory_get_their_owner_first() -> None:
+    """The app's image has no public/avatars and no private/exports: new volumes there would be root 0755.
+    A one-shot gives every data volume to uid 1001 before a replica starts; without it, or without CHOWN,
+    the rule names exactly those two volumes."""
+    plan = plan_of("prod")
+    resources = resources_of(plan)
+    owner = plan.named(CONTAINER, "app-volumes").inputs
+    assert owner["entrypoints"] == ["chown"] and owner["command"][0] == "1001:1001"
+    assert owner["user"] == "0:0" and owner["capabilities"] == {"drops": ["ALL"], "adds": ["CHOWN"]}
+    owned = {v["volumeName"]: v["containerPath"] for v in owner["volumes"]}
+    assert sorted(owned.values()) == sorted(owner["command"][1:])  # every mounted volume is chowned
+    assert set(owned) == {f"prod-app-{each.name}" for each in settings_for("prod").app.data_dirs}
+    without = [r for r in resources if not (r.type == CONTAINER and r.name == "app-volumes")]
+    problems = volume_owners_of_stack(without)
+    assert {p.split(" ")[2] for p in problems} == {"prod-app-avatars", "prod-app-exports"}
+    assert all(p.startswith("app-") and "root-owned 0755" in p for p in problems)
+    no_chown = copy.deepcopy(owner)
+    no_chown["capabilities"] = {"drops": ["ALL"]}
+    assert volume_owners_of_stack(replace_container(resources, "app-volumes", no_chown)) == problems
 
 
 def test_certbot_shares_its_tree_with_the_backup_group() -> None:
@@ -223,7 +245,7 @@ def test_the_build_context_is_only_what_the_dockerfiles_copy() -> None:
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    for dockerfile in ("backup/Dockerfile", "scaler/Dockerfile"):
+    for dockerfile in ("backup/Dockerfile", "scaler/Dockerfile", "cron/Dockerfile"):
         context = exclude_paths(str(ROOT), patterns, dockerfile=dockerfile)
         assert not any(path.startswith((".venv", ".git/", "tests/", "e2e/")) for path in context)
         for line in (ROOT / dockerfile).read_text().splitlines():

@@ -9,7 +9,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT_PACKAGES = {"model", "configs", "components", "policy", "tools", "harness", "e2e", "backup", "scaler", "tests"}
+PROJECT_PACKAGES = {
+    "model",
+    "configs",
+    "components",
+    "policy",
+    "tools",
+    "harness",
+    "e2e",
+    "backup",
+    "scaler",
+    "cron",
+    "tests",
+}
 # What each layer may import of the project (besides itself). configs may read the backup tool's own
 # config model, which it renders a file for.
 MAY_IMPORT = {

@@ -46,7 +46,17 @@ def inputs_service(inputs: dict[str, Any]) -> str:
 
 
 def networks_of(inputs: dict[str, Any]) -> set[str]:
-    return {str(n["name"]).split("-", 1)[1] for n in inputs["networksAdvanced"]}
+    return {str(n["name"]).split("-", 1)[1] for n in inputs.get("networksAdvanced") or []}
+
+
+def replicas(plan: Plan) -> dict[str, dict[str, Any]]:
+    """The app's replicas (the containers with a replica label), by name without the stack prefix."""
+    return {name: inputs for name, inputs in containers(plan).items() if label(inputs, "replica")}
+
+
+def one_shots(plan: Plan) -> dict[str, dict[str, Any]]:
+    """The containers `pulumi up` runs to their exit: the app's migration and its volumes' owner."""
+    return {name: inputs for name, inputs in containers(plan).items() if inputs.get("attach")}
 
 
 def test_every_container_is_limited_and_hardened(stack_plan: Plan) -> None:
@@ -54,18 +64,26 @@ def test_every_container_is_limited_and_hardened(stack_plan: Plan) -> None:
         assert inputs["memory"] > 0 and 0 < inputs["memoryReservation"] <= inputs["memory"], name
         assert float(inputs["cpus"]) > 0, name
         assert inputs["logDriver"] == "json-file" and inputs["logOpts"] == {"max-size": "10m", "max-file": "3"}, name
-        assert inputs["restart"] == "unless-stopped", name
+        # A one-shot runs once: never restarted, never started again by a later `pulumi up`.
+        assert inputs["restart"] == ("no" if name in one_shots(stack_plan) else "unless-stopped"), name
         assert "no-new-privileges:true" in inputs["securityOpts"], name
         assert inputs["capabilities"]["drops"] == ["ALL"], name
         assert not inputs.get("privileged"), name
+        assert label(inputs, "stack") == stack_plan.stack and label(inputs, "service"), name
+        if name == "app-volumes":  # changes owners of volumes and exits: no network, nothing to check
+            assert inputs["networkMode"] == "none" and not inputs.get("networksAdvanced"), name
+            continue
         # Aliases reach the engine only on networks connected after creation (README: the e2e layer).
         assert inputs["networkMode"] == "bridge" and inputs["networksAdvanced"], name
-        assert inputs.get("healthcheck") or name in ("redis-exporter", "nginx-exporter"), name
-        assert label(inputs, "stack") == stack_plan.stack and label(inputs, "service"), name
+        assert inputs.get("healthcheck") or name in ("redis-exporter", "nginx-exporter", "app-migration"), name
 
 
 def test_non_root_and_read_only_where_the_image_allows(stack_plan: Plan) -> None:
-    runs_as_root = {"cadvisor": "reads the Docker daemon's state", "certbot": "chowns the renewed key"}
+    runs_as_root = {
+        "cadvisor": "reads the Docker daemon's state",
+        "certbot": "chowns the renewed key",
+        "app-volumes": "gives the app's data volumes to its user, with CHOWN alone",
+    }
     for name, inputs in containers(stack_plan).items():
         assert inputs["readOnly"] is True or name in ("certbot",), name
         if name in runs_as_root:
@@ -75,6 +93,8 @@ def test_non_root_and_read_only_where_the_image_allows(stack_plan: Plan) -> None
     if certbot:
         assert certbot["capabilities"].get("adds") == ["CHOWN"]
         assert "CHOWN" in str(label(certbot, "capabilities"))
+    owner = containers(stack_plan)["app-volumes"]
+    assert owner["capabilities"].get("adds") == ["CHOWN"] and "CHOWN" in str(label(owner, "capabilities"))
 
 
 def test_only_nginx_publishes_to_the_world(stack_plan: Plan) -> None:
@@ -129,12 +149,15 @@ def reachable(plan: Plan) -> set[frozenset[str]]:
 def test_network_isolation(stack_plan: Plan) -> None:
     pairs = reachable(stack_plan)
     running = containers(stack_plan)
-    apps = [name for name in running if name.startswith("app-")]
+    apps = list(replicas(stack_plan))
     assert apps
     for app in apps:
         assert frozenset(("nginx", app)) in pairs
         assert frozenset((app, "pgbouncer")) in pairs and frozenset((app, "redis")) in pairs
         assert frozenset((app, "postgres")) not in pairs, "the app reaches Postgres only through PgBouncer"
+    # The migration reaches Postgres and nothing but the data network's; the volume owner, nothing at all.
+    assert networks_of(running["app-migration"]) == {"data"}
+    assert not networks_of(running["app-volumes"])
     assert frozenset(("pgbouncer", "postgres")) in pairs
     for store in ("postgres", "redis"):
         assert frozenset(("nginx", store)) not in pairs
@@ -165,7 +188,7 @@ def test_replicas_follow_the_stack(stack_plan: Plan) -> None:
     """dev runs one replica; staging and prod keep two running and create a third, stopped, that the
     scaler may start, and which a later `pulumi up` neither starts nor stops."""
     floor, created = {"dev": (1, 1), "staging": (2, 3), "prod": (2, 3)}[stack_plan.stack]
-    apps = {name: inputs for name, inputs in containers(stack_plan).items() if name.startswith("app-")}
+    apps = replicas(stack_plan)
     assert len(apps) == created == stack_plan.outputs["appReplicasMax"]
     assert stack_plan.outputs["appReplicas"] == floor
     for name, inputs in apps.items():

@@ -48,6 +48,8 @@ def test_every_image_of_a_stack_file_is_found(stack: str) -> None:
     images = set((settings.get("images") or {}).values())
     if "image" in settings["app"]:
         images.add(settings["app"]["image"])
+    if "image" in settings["app"].get("migration", {}):  # the migration's image (app.migration.image)
+        images.add(settings["app"]["migration"]["image"])
     assert found(f"Pulumi.{stack}.yaml") == images
 
 

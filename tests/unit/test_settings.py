@@ -13,7 +13,13 @@ from model.loading import ConfigError, load_settings
 from model.tuning import container_budget, postgres_tuning, required_max_connections
 from tools.plan import STACKS, settings_for
 
-MINIMAL: dict[str, Any] = {"domain": "stories.example.org", "app": {"image": "ghcr.io/1001-stories/app:1.0.0"}}
+MINIMAL: dict[str, Any] = {
+    "domain": "stories.example.org",
+    "app": {
+        "image": "ghcr.io/1001-stories/app:1.0.0",
+        "migration": {"image": "ghcr.io/1001-stories/app-migrate:1.0.0"},
+    },
+}
 DIGEST = "sha256:" + "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
@@ -124,6 +130,8 @@ def with_changes(*changes: tuple[str, Any]) -> dict[str, Any]:
 
 WINDOW = {"name": "day", "start": "00:00", "end": "00:00", "replicas": 2}
 SEASON = {"name": "summer", "start": "2027-07-01", "end": "2027-08-31", "factor": 0.3}
+DATA_DIR = {"name": "covers", "path": "/app/public/covers", "urlPath": "/covers/"}
+CRON_JOB = {"name": "hard-delete", "path": "/api/cron/hard-delete", "schedule": "0 4 * * *"}
 SLACK = {"name": "ops", "slack": {"apiUrlSecret": "SLACK_URL", "channel": "#ops"}}
 
 BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
@@ -297,7 +305,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     # Paths: absolute.
     ("relative health path", with_change("app.healthPath", "api/health"), "settings.app.healthPath", "start"),
-    ("relative uploads path", with_change("app.uploadsPath", "app/uploads"), "settings.app.uploadsPath", "absolute"),
+    (
+        "relative data path",
+        with_change("app.dataDirs", [{"name": "u", "path": "app/u"}]),
+        "settings.app.dataDirs[0].path",
+        "absolute",
+    ),
     ("relative cache path", with_change("app.cachePath", ".next/cache"), "settings.app.cachePath", "absolute"),
     # Database names the platform or Postgres owns.
     ("superuser as app user", with_change("database.user", "postgres"), "settings.database.user", "is taken"),
@@ -345,6 +358,90 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
         "settings.scaling.enabled",
         "needs monitoring.enabled",
     ),
+    # The app's data directories, its migration and its scheduled calls.
+    ("removed uploads path", with_change("app.uploadsPath", "/app/uploads"), "settings.app.uploadsPath", "dataDirs"),
+    ("removed books path", with_change("app.booksPath", "/srv/books"), "settings.app.booksPath", "named books"),
+    (
+        "removed books URL path",
+        with_change("proxy.booksUrlPath", "/pdf/"),
+        "settings.proxy.booksUrlPath",
+        "the urlPath of the entry named books",
+    ),
+    (
+        "repeated data directory name",
+        with_change("app.dataDirs", [DATA_DIR, {**DATA_DIR, "path": "/app/other"}]),
+        "settings.app.dataDirs[1].name",
+        "repeats dataDirs[0].name",
+    ),
+    (
+        "data directory inside another",
+        with_change("app.dataDirs", [DATA_DIR, {"name": "nested", "path": "/app/public/covers/big"}]),
+        "settings.app.dataDirs[1].path",
+        "overlaps dataDirs[0].path",
+    ),
+    (
+        "data directory on the tmpfs",
+        with_change("app.dataDirs", [{"name": "scratch", "path": "/app/tmp/keep"}]),
+        "settings.app.dataDirs[0].path",
+        "overlaps tmpPath",
+    ),
+    (
+        "data directory served over the API",
+        with_change("app.dataDirs", [{**DATA_DIR, "urlPath": "/api/covers/"}]),
+        "settings.app.dataDirs[0].urlPath",
+        "the app's own routes",
+    ),
+    (
+        "repeated data URL path",
+        with_change("app.dataDirs", [DATA_DIR, {"name": "b", "path": "/app/b", "urlPath": "/covers/"}]),
+        "settings.app.dataDirs[1].urlPath",
+        "repeats dataDirs[0].urlPath",
+    ),
+    (
+        "data directory named like a backup source",
+        with_change("app.dataDirs", [{**DATA_DIR, "name": "certificates"}]),
+        "settings.app.dataDirs[0].name",
+        "reserved",
+    ),
+    (
+        "pinned app without a migration image",
+        {"domain": "stories.example.org", "app": {"image": "ghcr.io/1001-stories/app:1.0.0"}},
+        "settings.app.migration.image",
+        "prisma CLI is a devDependency",
+    ),
+    ("empty migration command", with_change("app.migration.command", []), "settings.app.migration.command", "1 item"),
+    (
+        "empty word in the migration command",
+        with_change("app.migration.command", ["npx", ""]),
+        "settings.app.migration.command[1]",
+        "at least 1 character",
+    ),
+    (
+        "unpinned migration image",
+        with_change("app.migration.image", "ghcr.io/1001-stories/app-migrate:latest"),
+        "settings.app.migration.image",
+        "not a version",
+    ),
+    (
+        "cron schedule out of range",
+        with_change("cron.jobs", [{**CRON_JOB, "schedule": "0 25 * * *"}]),
+        "settings.cron.jobs[0].schedule",
+        "hour: 25 is outside 0-23",
+    ),
+    (
+        "cron schedule that never fires",
+        with_change("cron.jobs", [{**CRON_JOB, "schedule": "0 3 31 2 *"}]),
+        "settings.cron.jobs[0].schedule",
+        "never fires",
+    ),
+    (
+        "repeated cron job",
+        with_change("cron.jobs", [CRON_JOB, CRON_JOB]),
+        "settings.cron.jobs[1].name",
+        "repeats jobs[0].name",
+    ),
+    ("cron time zone", with_change("cron.timezone", "Europe/Atlantis"), "settings.cron.timezone", "IANA"),
+    ("cron secret in env", with_change("app.env", {"CRON_SECRET": "x"}), "settings.app.env.CRON_SECRET", "platform"),
 ]
 
 

@@ -4,13 +4,23 @@ needs the app to behave, so that the end-to-end checks prove the wiring around i
 It reads the environment the stack gives the real app (PORT, HOSTNAME, DATABASE_URL as a Prisma URL through
 PgBouncer, REDIS_URL with an ACL user, NEXTAUTH_URL, NEXTAUTH_SECRET) and serves:
 
-- GET /api/health: a query through PgBouncer, a Redis SET/GET/DEL round trip and a file written into the
-  uploads directory; 200 with every check, or 503 naming the failing check and its error.
+- GET /api/health: a query through PgBouncer (the migration's table must be there), a Redis SET/GET/DEL round
+  trip and a file written into each data directory; 200 with every check, or 503 naming the failing check.
+- POST /api/files/<dir>/<name> writes the request body into a data directory (uploads, books, covers,
+  avatars, generated-images, exports: where the real app writes, under its working directory /app);
+  GET /api/files/<dir>/<name> reads it back (from whichever replica answers).
+- GET /api/cron/data-retention, hard-delete, notification-digest, server-status: 401 unless
+  `Authorization: Bearer $CRON_SECRET`, else 200 `{"success": true}`; each call is recorded in the database,
+  and GET /api/cron/calls counts them by path (authorized or not), whichever replica took them.
 - GET /metrics: the app's metric contract (configs/metrics.py): `stories_active_sessions`, nothing else.
 - POST /api/sessions?seconds=N&count=K opens K sessions kept N seconds (the signal the scaler reads);
   GET /api/sessions counts them; DELETE /api/sessions ends them all.
 - GET /api/replica: the container's hostname (which replica answered through nginx).
 - GET /api/slow?ms=N: answers after N milliseconds (at most 5000), for latency tests.
+
+`python3 standin_app.py migrate` is its schema migration (what `npx prisma migrate deploy` is to the real
+app): straight to Postgres with DATABASE_URL (it refuses a `pgbouncer=true` URL), under Prisma's advisory
+lock, it creates the pgcrypto extension and its tables and records the run (a row with a timestamp).
 
 It runs on Debian bookworm's python3-psycopg (3.1), python3-redis (4.3) and python3-prometheus-client
 (0.16), and on newer releases of the three. It never prints a secret: error texts pass through `redact`.
@@ -18,8 +28,10 @@ It runs on Debian bookworm's python3-psycopg (3.1), python3-redis (4.3) and pyth
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -45,8 +57,28 @@ from psycopg.conninfo import make_conninfo
 
 HEALTH_PATH = "/api/health"  # the real app's route (app/api/health/route.ts)
 METRICS_PATH = "/metrics"
-UPLOADS_DIR_ENV = "STORIES_UPLOADS_DIR"
-DEFAULT_UPLOADS_DIR = "/app/uploads"
+APP_ROOT_ENV = "STORIES_APP_ROOT"  # the real app's process.cwd()
+DEFAULT_APP_ROOT = "/app"
+# Where the real app writes at run time, under its working directory (its source: lib/file-upload.ts,
+# lib/data-export.ts, app/api/generate-image, app/api/books/[id]/generate-cover).
+DATA_DIRS = {
+    "uploads": "uploads",
+    "books": "public/books",
+    "covers": "public/covers",
+    "avatars": "public/avatars",
+    "generated-images": "public/generated-images",
+    "exports": "private/exports",
+}
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FILE_MAX_BYTES = 1 << 20
+CRON_PATHS = tuple(
+    f"/api/cron/{name}" for name in ("data-retention", "hard-delete", "notification-digest", "server-status")
+)
+CRON_CALLS_PATH = "/api/cron/calls"
+MIGRATION = "0001_standin"
+PRISMA_MIGRATE_LOCK = 72707369  # the advisory lock Prisma Migrate holds while it migrates
+MIGRATIONS_TABLE = "standin_migrations"
+CRON_CALLS_TABLE = "standin_cron_calls"
 SLOW_MAX_MS = 5000
 SESSION_DEFAULT_SECONDS = 300  # the contract counts sessions active in the last 5 minutes
 SESSION_MAX_SECONDS = 3600
@@ -218,28 +250,40 @@ class DatabasePool:
         finally:
             self._slots.release()
 
-    def _run(self, conn: psycopg.Connection[Any], sql: str, give_back: bool = True) -> object:
-        """The first column of the first row; a connection that failed is closed, never pooled again."""
+    def _rows(
+        self, conn: psycopg.Connection[Any], sql: str, params: tuple[object, ...] = (), give_back: bool = True
+    ) -> list[tuple[Any, ...]]:
+        """Every row; a connection that failed is closed, never pooled again."""
         try:
-            row = conn.execute(sql).fetchone()
+            cursor = conn.execute(sql, params or None)
+            rows = cursor.fetchall() if cursor.description else []
         except BaseException:
             conn.close()
             raise
         if give_back:
             self._give_back(conn)
-        return row[0] if row else None
+        return rows
 
-    def scalar(self, sql: str) -> object:
+    def _run(self, conn: psycopg.Connection[Any], sql: str, give_back: bool = True) -> object:
+        """The first column of the first row."""
+        rows = self._rows(conn, sql, give_back=give_back)
+        return rows[0][0] if rows else None
+
+    def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """Run `sql` on a pooled connection. A reused connection that fails (PgBouncer restarted, say)
         is dropped and the query tried once on a new one; a new connection's failure is the answer."""
         with self._slot():
             conn, reused = self._take()
             try:
-                return self._run(conn, sql)
+                return self._rows(conn, sql, params)
             except psycopg.OperationalError:
                 if not reused:
                     raise
-            return self._run(self._connect(), sql)
+            return self._rows(self._connect(), sql, params)
+
+    def scalar(self, sql: str, params: tuple[object, ...] = ()) -> object:
+        rows = self.rows(sql, params)
+        return rows[0][0] if rows else None
 
     def close(self) -> None:
         with self._lock:
@@ -285,7 +329,7 @@ class Sessions:
 @dataclass
 class App:
     replica: str
-    uploads_dir: Path
+    data_dirs: dict[str, Path]
     database: DatabasePool | None
     database_error: str | None
     redis_client: redis.Redis | None
@@ -301,11 +345,17 @@ class App:
             raise ConfigError("NEXTAUTH_URL must be an http(s) URL")
 
     def check_database(self) -> None:
+        """A query through PgBouncer, and the migration's table with its record (as the real app's pages
+        fail without their tables)."""
         if self.database is None:
             raise ConfigError(self.database_error or "DATABASE_URL is not set")
         answer = self.database.scalar("SELECT 1")
         if answer != 1:
             raise RuntimeError(f"SELECT 1 answered {answer!r}")
+        if self.database.scalar(f"SELECT to_regclass('{MIGRATIONS_TABLE}') IS NOT NULL") is not True:
+            raise RuntimeError(f"the migrations have not run: no table {MIGRATIONS_TABLE}")
+        if not self.database.scalar(f"SELECT count(*) FROM {MIGRATIONS_TABLE} WHERE name = %s", (MIGRATION,)):
+            raise RuntimeError(f"the migrations have not run: {MIGRATION} is not recorded")
 
     def check_redis(self) -> None:
         if self.redis_client is None:
@@ -318,8 +368,49 @@ class App:
             raise RuntimeError("GET did not return the value just SET")
 
     def check_uploads(self) -> None:
-        target = self.uploads_dir / f"health-{self.replica}.txt"
-        target.write_text(f"{datetime.now(UTC).isoformat()} {self.replica}\n")
+        """A file written into each data directory (the check keeps its first name, "uploads")."""
+        failed = []
+        for name, directory in self.data_dirs.items():
+            try:
+                (directory / f"health-{self.replica}.txt").write_text(
+                    f"{datetime.now(UTC).isoformat()} {self.replica}\n"
+                )
+            except OSError as error:
+                failed.append(f"{name} ({directory}): {describe(error)}")
+        if failed:
+            raise RuntimeError("; ".join(failed))
+
+    def data_file(self, directory: str, name: str) -> Path:
+        if directory not in self.data_dirs:
+            raise BadRequestError(f"no data directory {directory!r}: one of {', '.join(self.data_dirs)}")
+        if not FILE_NAME.match(name):
+            raise BadRequestError("a file name is letters, digits, '.', '_' and '-', at most 128")
+        return self.data_dirs[directory] / name
+
+    def cron_call(self, path: str, authorization: str | None) -> bool:
+        """The real routes' check (a bearer token equal to CRON_SECRET, compared in constant time); the call
+        is recorded either way. Stricter than two of the real routes, which fall back to NEXTAUTH_SECRET."""
+        secret = os.environ.get("CRON_SECRET") or ""
+        given = (authorization or "").removeprefix("Bearer ") if (authorization or "").startswith("Bearer ") else ""
+        authorized = bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+        if self.database is None:
+            raise ConfigError(self.database_error or "DATABASE_URL is not set")
+        self.database.rows(
+            f"INSERT INTO {CRON_CALLS_TABLE} (path, authorized, replica) VALUES (%s, %s, %s)",
+            (path, authorized, self.replica),
+        )
+        return authorized
+
+    def cron_calls(self) -> dict[str, dict[str, int]]:
+        if self.database is None:
+            raise ConfigError(self.database_error or "DATABASE_URL is not set")
+        counted: dict[str, dict[str, int]] = {path: {"authorized": 0, "unauthorized": 0} for path in CRON_PATHS}
+        for path, authorized, count in self.database.rows(
+            f"SELECT path, authorized, count(*) FROM {CRON_CALLS_TABLE} GROUP BY path, authorized"
+        ):
+            counted.setdefault(path, {"authorized": 0, "unauthorized": 0})
+            counted[path]["authorized" if authorized else "unauthorized"] = int(count)
+        return counted
 
     def health(self) -> tuple[int, dict[str, object]]:
         checks: dict[str, Callable[[], None]] = {
@@ -392,7 +483,9 @@ def make_app(environ: dict[str, str]) -> App:
     gauge.set_function(lambda: float(sessions.active()))
     return App(
         replica=socket.gethostname(),
-        uploads_dir=Path(environ.get(UPLOADS_DIR_ENV) or DEFAULT_UPLOADS_DIR),
+        data_dirs={
+            name: Path(environ.get(APP_ROOT_ENV) or DEFAULT_APP_ROOT) / relative for name, relative in DATA_DIRS.items()
+        },
         database=database,
         database_error=database_error,
         redis_client=redis_client,
@@ -475,8 +568,34 @@ class Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.OK, {"replica": self.app.replica, "slept_ms": delay}, head)
         elif path == "/api/sessions":
             self._sessions(method, query)
+        elif path.startswith("/api/files/"):
+            self._files(method, path.removeprefix("/api/files/"))
+        elif path in CRON_PATHS and method == "GET":
+            if self.app.cron_call(path, self.headers.get("Authorization")):
+                self._json(HTTPStatus.OK, {"success": True, "replica": self.app.replica, "path": path})
+            else:
+                self._json(HTTPStatus.UNAUTHORIZED, {"error": "Unauthorized"})
+        elif path == CRON_CALLS_PATH and method == "GET":
+            self._json(HTTPStatus.OK, {"replica": self.app.replica, "calls": self.app.cron_calls()})
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"}, head)
+
+    def _files(self, method: str, rest: str) -> None:
+        directory, _, name = rest.partition("/")
+        target = self.app.data_file(directory, name)
+        if method == "POST":
+            target.write_bytes(self._body)
+            body = {"replica": self.app.replica, "dir": directory, "name": name, "bytes": len(self._body)}
+            self._json(HTTPStatus.CREATED, body)
+        elif method in ("GET", "HEAD"):
+            try:
+                content = target.read_bytes()
+            except FileNotFoundError:
+                self._json(HTTPStatus.NOT_FOUND, {"error": "no such file"}, method == "HEAD")
+                return
+            self._send(HTTPStatus.OK, content, "application/octet-stream", method == "HEAD")
+        else:
+            self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "method not allowed"})
 
     def _sessions(self, method: str, query: dict[str, list[str]]) -> None:
         sessions = self.app.sessions
@@ -503,10 +622,15 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log(f"{self.client_address[0]} {format % args}")
 
+    _body = b""
+
     def _read_body(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(min(length, 1 << 16))
+        if length > FILE_MAX_BYTES:
+            self.rfile.read(length)
+            self._body = b""
+            raise BadRequestError(f"a body is at most {FILE_MAX_BYTES} bytes")
+        self._body = self.rfile.read(length) if length else b""
 
     def do_GET(self) -> None:
         self._route("GET")
@@ -515,12 +639,18 @@ class Handler(BaseHTTPRequestHandler):
         self._route("HEAD")
 
     def do_POST(self) -> None:
-        self._read_body()
-        self._route("POST")
+        self._with_body("POST")
 
     def do_DELETE(self) -> None:
-        self._read_body()
-        self._route("DELETE")
+        self._with_body("DELETE")
+
+    def _with_body(self, method: str) -> None:
+        try:
+            self._read_body()
+        except BadRequestError as error:
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(error)})
+            return
+        self._route(method)
 
 
 class Server(ThreadingHTTPServer):
@@ -558,13 +688,90 @@ def stop_signals() -> Callable[[], int]:
     return wait
 
 
-def main() -> int:
+# ---------------------------------------------------------------------------------------------------
+# The migration: `standin_app.py migrate`
+
+
+MIGRATION_SQL = (
+    "CREATE EXTENSION IF NOT EXISTS pgcrypto",
+    f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+        id bigserial PRIMARY KEY,
+        name text NOT NULL,
+        checksum text NOT NULL,
+        applied_by text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {CRON_CALLS_TABLE} (
+        id bigserial PRIMARY KEY,
+        path text NOT NULL,
+        authorized boolean NOT NULL,
+        replica text NOT NULL,
+        called_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    )""",
+)
+
+
+def migrate(environ: dict[str, str]) -> int:
+    """What `npx prisma migrate deploy` is to the real app: straight to Postgres (never through PgBouncer's
+    transaction pool), under Prisma Migrate's session-level advisory lock, as the app's role, create the
+    pgcrypto extension (trusted: the database's owner may) and the tables, and record this run. Exit 0 when
+    done; 1 when the database refused (the message says why, no secret); 2 for a URL it cannot use."""
+    url = environ.get("DATABASE_URL")
+    remember_secret(url)
+    if not url:
+        log("migrate: DATABASE_URL is not set")
+        return 2
+    try:
+        config = parse_prisma_url(url)
+    except ConfigError as error:
+        log(f"migrate: {error}")
+        return 2
+    remember_secret(config.params.get("password"))
+    remember_secret(urlsplit(url).password)
+    if config.pgbouncer:
+        log(
+            "migrate: DATABASE_URL says pgbouncer=true: a migration holds a session-level advisory lock, which "
+            "PgBouncer's transaction pool would hand to another client; give it Postgres directly"
+        )
+        return 2
+    log(f"migrate: {config.describe()}")
+    started = time.monotonic()
+    try:
+        with psycopg.connect(make_conninfo("", **config.params), autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (PRISMA_MIGRATE_LOCK,))
+            try:
+                with conn.transaction():
+                    for statement in MIGRATION_SQL:
+                        conn.execute(statement)
+                    row = conn.execute(
+                        f"INSERT INTO {MIGRATIONS_TABLE} (name, checksum, applied_by) "
+                        "VALUES (%s, encode(digest(%s::text, 'sha256'), 'hex'), %s) RETURNING applied_at, checksum",
+                        (MIGRATION, MIGRATION, socket.gethostname()),
+                    ).fetchone()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (PRISMA_MIGRATE_LOCK,))
+    except (psycopg.Error, OSError) as error:
+        log(f"migrate: failed: {describe(error)}")
+        return 1
+    assert row is not None
+    elapsed = time.monotonic() - started
+    log(f"migrate: applied {MIGRATION} at {row[0].isoformat()} (checksum {row[1][:16]}) in {elapsed:.2f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments == ["migrate"]:
+        return migrate(dict(os.environ))
+    if arguments:
+        log(f"usage: standin_app.py [migrate]; got {' '.join(arguments)!r}")
+        return 2
     wait_for_stop = stop_signals()
     environ = dict(os.environ)
     host, port = environ.get("HOSTNAME") or "0.0.0.0", int(environ.get("PORT") or "3000")
     app = make_app(environ)
     server = serve(app, host, port)
-    log(f"listening on {host}:{port} as replica {app.replica}; uploads in {app.uploads_dir}")
+    log(f"listening on {host}:{port} as replica {app.replica}; data directories: {sorted(app.data_dirs)}")
     number = wait_for_stop()
     log(f"received {signal.Signals(number).name}: finishing the requests in flight")
     server.shutdown()

@@ -1,0 +1,1 @@
+"""The cron service: the app's scheduled calls (cron/service.py)."""

@@ -111,7 +111,7 @@ clean:
 # stack's own containers, as the least-privileged role that can do each job (tools/status.py, tools/db.py).
 # status: exit 1 when something needs a person. db-top: N statements (20). psql: ROLE=monitor|app, SQL='...'
 # runs one statement. logs: SERVICE=<container name without the stack prefix>, N lines (200), FOLLOW=1.
-.PHONY: status db-top db-maintain psql logs
+.PHONY: status db-top db-maintain psql logs load
 
 status: $(VENV)/.installed
 	@PYTHONPATH=. $(PY) -m tools.status --stack "$(STACK)" --format "$(FORMAT)"
@@ -127,3 +127,9 @@ psql: $(VENV)/.installed
 
 logs: $(VENV)/.installed
 	@PYTHONPATH=. $(PY) -m tools.db logs --stack "$(STACK)" --service "$(SERVICE)" --tail "$(or $(N),200)" $(if $(FOLLOW),--follow)
+
+# The guide's traffic shapes through nginx's published port of a stack on this machine's loopback (locust):
+# PROFILE=school-morning|exam-peak, SECONDS (60), BOOK=<a PDF under /books/> (else a test book is put there).
+load: $(VENV)/.installed
+	@PYTHONPATH=. $(PY) -m tools.load --stack "$(if $(filter command line,$(origin STACK)),$(STACK),e2e)" \
+	  --profile "$(or $(PROFILE),school-morning)" --seconds "$(or $(SECONDS),60)" --format "$(FORMAT)" $(if $(BOOK),--book "$(BOOK)")

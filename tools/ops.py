@@ -175,6 +175,19 @@ class DockerCli:
     def docker_bytes(self, *args: str, timeout: float | None = DEFAULT_TIMEOUT) -> bytes:
         return self._call(args, None, {}, timeout)
 
+    def logs(self, service: str, since: str, timeout: float | None = DEFAULT_TIMEOUT) -> str:
+        """The service's container log since `since` (RFC 3339), both streams as the container wrote them."""
+        argv = [*self.prefix(), "logs", "--since", since, container_name(self.stack, service)]
+        try:
+            result = subprocess.run(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            )
+        except (FileNotFoundError, subprocess.TimeoutExpired) as error:
+            raise CommandError("docker", "logs", str(error)) from error
+        if result.returncode != 0:
+            raise CommandError("docker", "logs", first_line(result.stdout.decode(errors="replace")))
+        return result.stdout.decode(errors="replace")
+
     def exec_argv(
         self, service: str, argv: Sequence[str], env_names: Sequence[str], interactive: bool, tty: bool
     ) -> list[str]:

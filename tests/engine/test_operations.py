@@ -12,8 +12,10 @@ purpose: a Postgres restart minutes ago is then a finding that rightly needs a p
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -98,7 +100,17 @@ def firing_in_alertmanager() -> set[str]:
 
 
 def status_json() -> tuple[int, dict[str, Any]]:
-    result = make("status", "FORMAT=json")
+    """The JSON and the exit status of the command `make status` runs (make itself turns any failure of a
+    recipe into its own status 2, so the tool's 1, "needs a person", is read from the tool)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.status", "--stack", STACK, "--format", "json"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode in (0, 1), result.stderr
     document: dict[str, Any] = json.loads(result.stdout)
     return result.returncode, document
@@ -159,7 +171,7 @@ def test_status_json_lists_every_service_healthy_and_every_section(stack: Runnin
 
 def test_status_table_is_plain_when_piped_and_prints_no_secret(stack: Running) -> None:
     result = make("status")
-    assert result.returncode in (0, 1), result.stderr
+    assert result.returncode in (0, 2), result.stderr  # 2: make's own status when the tool's is not 0
     text = result.stdout
     assert "\x1b[" not in text  # not a terminal: no colour
     for heading in ("Containers", "PgBouncer pools", "Postgres", "Redis", "Backups", "Alerts firing"):

@@ -423,6 +423,11 @@ def test_health_checks_the_database_redis_and_uploads(standin: Standin) -> None:
     for each in standin.settings.app.data_dirs:  # the "uploads" check writes into every data directory
         code, output = standin.exec(["cat", f"{each.path}/health-{hostname}.txt"])
         assert code == 0 and hostname in output, (each.path, output)
+    # Checks at the same time do not disturb each other (under load, a 503 here takes the replica out of
+    # nginx's upstream: the load test found it).
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: standin.json("/api/health"), range(64)))
+    assert [status for status, _ in answers] == [200] * 64, [body for status, body in answers if status != 200]
 
 
 @shows_logs
@@ -529,6 +534,30 @@ def test_replica_and_slow_answers(standin: Standin) -> None:
         assert status == 400, query
     status, _ = standin.request("/api/nothing-here")
     assert status == 404
+
+
+@shows_logs
+def test_pages_and_logins_do_the_work_of_the_real_ones(standin: Standin) -> None:
+    """What the load test replays: a page rendered from a query, and a login that checks a password hash
+    (tens of milliseconds of CPU), queries and keeps its session in Redis."""
+    for path in ("/", "/library"):
+        status, body = standin.request(path)
+        assert status == 200 and b"migration(s); served by" in body, (path, body)
+    sessions_before = standin.exec(["python3", "-c", COUNT_SESSIONS])
+    started = time.monotonic()
+    status, body = standin.request("/api/auth/callback/credentials", "POST", data=b"name=student&password=x")
+    assert status == 200 and json.loads(body)["url"] == "/library", body
+    assert time.monotonic() - started >= 0.01
+    assert int(standin.exec(["python3", "-c", COUNT_SESSIONS])[1]) == int(sessions_before[1]) + 1
+    status, _ = standin.request("/api/auth/callback/credentials")  # GET: not a login
+    assert status == 404
+
+
+COUNT_SESSIONS = """
+import os, redis
+client = redis.Redis.from_url(os.environ["REDIS_URL"])
+print(len(list(client.scan_iter("stories:standin:session:*"))))
+"""
 
 
 @shows_logs

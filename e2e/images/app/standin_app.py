@@ -17,6 +17,9 @@ PgBouncer, REDIS_URL with an ACL user, NEXTAUTH_URL, NEXTAUTH_SECRET) and serves
   GET /api/sessions counts them; DELETE /api/sessions ends them all.
 - GET /api/replica: the container's hostname (which replica answered through nginx).
 - GET /api/slow?ms=N: answers after N milliseconds (at most 5000), for latency tests.
+- GET / and /library: a page rendered from a query through PgBouncer (what a student opens first).
+- POST /api/auth/callback/credentials: a login as the real app's credentials provider does it: a password
+  hash check costing about what bcrypt's cost 10 does, a query, a session stored in Redis; 200.
 
 `python3 standin_app.py migrate` is its schema migration (what `npx prisma migrate deploy` is to the real
 app): straight to Postgres with DATABASE_URL (it refuses a `pgbouncer=true` URL), under Prisma's advisory
@@ -28,6 +31,7 @@ It runs on Debian bookworm's python3-psycopg (3.1), python3-redis (4.3) and pyth
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -80,6 +84,11 @@ PRISMA_MIGRATE_LOCK = 72707369  # the advisory lock Prisma Migrate holds while i
 MIGRATIONS_TABLE = "standin_migrations"
 CRON_CALLS_TABLE = "standin_cron_calls"
 SLOW_MAX_MS = 5000
+PAGE_PATHS = ("/", "/library")
+LOGIN_PATH = "/api/auth/callback/credentials"
+# PBKDF2-SHA256 rounds that cost a login about what the real app's bcrypt (cost 10) does: ~50 ms of CPU.
+LOGIN_HASH_ROUNDS = 60_000
+LOGIN_SESSION_SECONDS = 3600
 SESSION_DEFAULT_SECONDS = 300  # the contract counts sessions active in the last 5 minutes
 SESSION_MAX_SECONDS = 3600
 SESSION_MAX_COUNT = 1000
@@ -360,7 +369,9 @@ class App:
     def check_redis(self) -> None:
         if self.redis_client is None:
             raise ConfigError(self.redis_error or "REDIS_URL is not set")
-        key, value = f"stories:standin:health:{self.replica}", secrets.token_hex(8)
+        # A key of its own per check: concurrent checks on one replica must not read each other's value.
+        value = secrets.token_hex(8)
+        key = f"stories:standin:health:{self.replica}:{value}"
         self.redis_client.set(key, value, ex=60)
         stored = self.redis_client.get(key)
         self.redis_client.delete(key)
@@ -411,6 +422,28 @@ class App:
             counted.setdefault(path, {"authorized": 0, "unauthorized": 0})
             counted[path]["authorized" if authorized else "unauthorized"] = int(count)
         return counted
+
+    def page(self, path: str) -> bytes:
+        """A server-rendered page: one query through PgBouncer, as the real pages read their data."""
+        if self.database is None:
+            raise ConfigError(self.database_error or "DATABASE_URL is not set")
+        migrations = self.database.scalar(f"SELECT count(*) FROM {MIGRATIONS_TABLE}")
+        title = "Library" if path == "/library" else "1001 Stories"
+        return (
+            f"<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1>"
+            f"<p>{migrations} migration(s); served by {self.replica}</p></body></html>\n"
+        ).encode()
+
+    def login(self, body: bytes) -> None:
+        """A credentials login: the password hash check, a query, the session kept in Redis. (Any name and
+        password are accepted: the stand-in has no users, and the load test wants the work, not a check.)"""
+        if self.database is None or self.redis_client is None:
+            raise ConfigError(self.database_error or self.redis_error or "DATABASE_URL or REDIS_URL is not set")
+        salt = secrets.token_bytes(16)
+        hashlib.pbkdf2_hmac("sha256", body or b"-", salt, LOGIN_HASH_ROUNDS)
+        self.database.scalar("SELECT now()")
+        token = secrets.token_urlsafe(24)
+        self.redis_client.set(f"stories:standin:session:{token}", self.replica, ex=LOGIN_SESSION_SECONDS)
 
     def health(self) -> tuple[int, dict[str, object]]:
         checks: dict[str, Callable[[], None]] = {
@@ -577,6 +610,11 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.UNAUTHORIZED, {"error": "Unauthorized"})
         elif path == CRON_CALLS_PATH and method == "GET":
             self._json(HTTPStatus.OK, {"replica": self.app.replica, "calls": self.app.cron_calls()})
+        elif path in PAGE_PATHS and method in ("GET", "HEAD"):
+            self._send(HTTPStatus.OK, self.app.page(path), "text/html; charset=utf-8", head)
+        elif path == LOGIN_PATH and method == "POST":
+            self.app.login(self._body)
+            self._json(HTTPStatus.OK, {"replica": self.app.replica, "url": "/library"})
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"}, head)
 

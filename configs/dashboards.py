@@ -18,6 +18,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
 from configs.monitoring import BLACKBOX_JOB, GRAFANA_DATASOURCE_UID
+from model.settings import BackupSettings, Settings
 
 GRID_COLUMNS = 24  # Grafana's grid
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=GRAFANA_DATASOURCE_UID)
@@ -150,8 +151,114 @@ PLATFORM = Dashboard(
 )
 
 
-def dashboards() -> tuple[Dashboard, ...]:
-    return (INFRASTRUCTURE, DATABASE, PLATFORM)
+OVERVIEW_UID = "overview"
+# PgBouncer's admin console: SHOW POOLS and SHOW DATABASES list it too, but it is no pool of the app's.
+CONSOLE = "pgbouncer"
+
+
+def wal_archive_age(backup: BackupSettings) -> Panel:
+    switch = backup.postgres.archive_timeout_seconds
+    return Panel(
+        "WAL archive age",
+        "s",
+        (
+            Query("pg_stat_archiver_last_archive_age", "postgres"),
+            Query("stories_backup_wal_last_archived_age_seconds", "backup service"),
+        ),
+        kind="stat",
+        thresholds=((2 * switch, "orange"), (backup.rpo_minutes * 60, "red")),
+        description=f"Time since PostgreSQL last archived a WAL segment (pg_stat_archiver), read by the exporter "
+        f"and by the backup service. While the heartbeat writes, a segment is switched every {switch} s "
+        f"(backup.postgres.archiveTimeoutSeconds): orange at twice that, red at the RPO ({backup.rpo_minutes} min).",
+        width=8,
+        height=6,
+    )
+
+
+def freshness(title: str, last_success: str, interval: str, label: str, late_factor: float, alert: str) -> Panel:
+    """Time since each job's last success in percent of its schedule's interval: 100% is due, the `alert`
+    fires above late_factor times the interval."""
+    return Panel(
+        title,
+        "percent",
+        (Query(f"(time() - {last_success}) / {interval} * 100", f"{{{{{label}}}}}"),),
+        kind="stat",
+        thresholds=((100, "orange"), (late_factor * 100, "red")),
+        description=f"Time since the last success as a share of the schedule's interval ({interval}): 100% means "
+        f"the next run is due; {alert} fires above {late_factor * 100:g}%.",
+        width=8,
+        height=6,
+    )
+
+
+def pool_saturation() -> Panel:
+    return Panel(
+        "PgBouncer pool saturation",
+        "short",
+        (
+            Query(
+                f'sum by (database) (pgbouncer_pools_client_waiting_connections{{database!="{CONSOLE}"}})',
+                "{{database}}: clients waiting",
+            ),
+            Query(f'pgbouncer_databases_current_connections{{name!="{CONSOLE}"}}', "{{name}}: server connections"),
+            Query(f'pgbouncer_databases_pool_size{{name!="{CONSOLE}"}}', "{{name}}: pool size"),
+            Query(f'pgbouncer_databases_max_connections{{name!="{CONSOLE}"}}', "{{name}}: cap (pool + reserve)"),
+        ),
+        description="Server connections against the pool: once they reach the pool size, clients wait; after "
+        "reserve_pool_timeout the reserve opens, up to the cap (max_db_connections). Waiting clients at the cap: "
+        "raise the pool or find the slow queries (make db-top).",
+    )
+
+
+def scaler_against_schedule(max_replicas: int) -> Panel:
+    return Panel(
+        "Scaler: decisions against the schedule",
+        "short",
+        (
+            Query("stories_scaler_desired_replicas", "desired"),
+            Query("stories_scaler_running_replicas", "running"),
+            Query("stories_scaler_floor_replicas", "schedule floor"),
+        ),
+        thresholds=((max_replicas, "red"),),
+        description=f"The scaler's last decision (desired), the replicas running, and the school calendar's floor "
+        f"now; the dashed line is app.maxReplicas ({max_replicas}). Desired above the floor: load asked for more. "
+        "Running apart from desired for longer than a round: starting or stopping replicas fails (scaler log). "
+        "Empty when scaling is off.",
+    )
+
+
+def overview(settings: Settings) -> Dashboard:
+    """What an operator looks at first: archiving and backups against their schedules, the app's scheduled
+    calls, the pool's headroom and the scaler against the calendar; thresholds from the stack's settings."""
+    return Dashboard(
+        OVERVIEW_UID,
+        "1001 Stories: overview",
+        (
+            wal_archive_age(settings.backup),
+            freshness(
+                "Backups: age against the schedule",
+                "stories_backup_last_success_timestamp_seconds",
+                "stories_backup_expected_interval_seconds",
+                label="kind",
+                late_factor=settings.backup.late_factor,
+                alert="BackupLate",
+            ),
+            freshness(
+                "Scheduled calls: last success against the schedule",
+                "stories_cron_last_success_timestamp_seconds",
+                "stories_cron_expected_interval_seconds",
+                label="cronjob",
+                late_factor=settings.cron.late_factor,
+                alert="CronCallLate",
+            ),
+            pool_saturation(),
+            scaler_against_schedule(settings.app.max_replicas),
+        ),
+    )
+
+
+def dashboards(settings: Settings) -> tuple[Dashboard, ...]:
+    return (overview(settings), INFRASTRUCTURE, DATABASE, PLATFORM)
 
 
 PanelBuilder = TypeVar("PanelBuilder", timeseries.Panel, stat.Panel)
@@ -227,7 +334,7 @@ def build(spec: Dashboard) -> model.Dashboard:
     return builder.build()
 
 
-def render_dashboards() -> dict[str, str]:
+def render_dashboards(settings: Settings) -> dict[str, str]:
     """`{<uid>.json: JSON}` for Grafana's file provisioning."""
     encoder = JSONEncoder(sort_keys=True, indent=2)
-    return {f"{spec.uid}.json": encoder.encode(build(spec)) + "\n" for spec in dashboards()}
+    return {f"{spec.uid}.json": encoder.encode(build(spec)) + "\n" for spec in dashboards(settings)}

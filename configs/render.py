@@ -242,6 +242,6 @@ def render_all(settings: Settings, topo: Topology, versions: ServerVersions) -> 
             files["grafana"] = {
                 "provisioning/datasources/prometheus.yml": provisioning["datasources.yml"],
                 "provisioning/dashboards/stories.yml": provisioning["dashboards.yml"],
-                **{f"dashboards/{name}": content for name, content in dashboards.render_dashboards().items()},
+                **{f"dashboards/{name}": content for name, content in dashboards.render_dashboards(settings).items()},
             }
     return files

@@ -410,7 +410,7 @@ def test_amtool_accepts_alertmanager_config(receivers: list[dict[str, Any]], tmp
 def test_dashboard_queries_parse(tmp_path: Path) -> None:
     """promtool parses every panel's query (as a recording rule); the metrics they name are checked by
     tests/unit/test_dashboards.py."""
-    queries = [expr for _, expr in dashboard_queries()]
+    queries = [expr for stack in STACKS for _, expr in dashboard_queries(settings_for(stack))]
     assert len(queries) >= 20
     rules = {
         "groups": [

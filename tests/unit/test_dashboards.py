@@ -20,26 +20,42 @@ from grafana_foundation_sdk.models import prometheus
 
 from configs import dashboards, monitoring
 from configs.metrics import METRICS, metric_names
+from model.loading import load_settings
+from model.settings import Settings
+from tests.unit.test_settings import with_changes
+from tools.plan import STACKS, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
+PROD = settings_for("prod")
+# Not the defaults, so each threshold is seen to come from its key.
+TUNED = load_settings(
+    with_changes(
+        ("backup.rpoMinutes", 20),
+        ("backup.lateFactor", 3),
+        ("backup.postgres.archiveTimeoutSeconds", 30),
+        ("cron.lateFactor", 1.5),
+        ("app.maxReplicas", 7),
+    )
+)
 
 
-def rendered() -> dict[str, dict[str, Any]]:
-    return {name: json.loads(content) for name, content in dashboards.render_dashboards().items()}
+def rendered(settings: Settings = PROD) -> dict[str, dict[str, Any]]:
+    return {name: json.loads(content) for name, content in dashboards.render_dashboards(settings).items()}
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
+def dashboard_queries(settings: Settings) -> list[tuple[str, str]]:
     """(where, expr) of every query of every rendered panel."""
     return [
         (f"{name}: {panel['title']}", target["expr"])
-        for name, dashboard in rendered().items()
+        for name, dashboard in rendered(settings).items()
         for panel in dashboard["panels"]
         for target in panel["targets"]
     ]
 
 
-def test_every_query_names_only_metrics_the_stack_provides() -> None:
-    queries = dashboard_queries()
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_query_names_only_metrics_the_stack_provides(stack: str) -> None:
+    queries = dashboard_queries(settings_for(stack))
     assert len(queries) >= 20
     for where, expr in queries:
         unknown = metric_names(expr) - set(METRICS)
@@ -55,11 +71,12 @@ def contains(outer: Any, inner: Any) -> bool:
     return bool(outer == inner)
 
 
-def test_grafanas_model_reads_back_everything_the_files_say() -> None:
+@pytest.mark.parametrize("settings", [PROD, TUNED], ids=["prod", "tuned"])
+def test_grafanas_model_reads_back_everything_the_files_say(settings: Settings) -> None:
     """Decoded with the SDK's model (what Grafana's schema for this version knows), written again: no key of
     ours is dropped as unknown, every panel is a panel and every query a Prometheus query."""
     register_default_plugins()
-    for name, document in rendered().items():
+    for name, document in rendered(settings).items():
         decoded = model.Dashboard.from_json(document)
         assert contains(json.loads(JSONEncoder().encode(decoded)), document), name
         for panel in decoded.panels or []:
@@ -105,7 +122,101 @@ def test_panels_fill_grafanas_grid_without_overlapping() -> None:
 @pytest.mark.parametrize("seed", ["1", "2"])
 def test_the_same_settings_give_the_same_bytes(seed: str) -> None:
     """Another interpreter with another hash seed writes identical files (the plan diff shows real changes)."""
-    script = "import json, configs.dashboards as d; print(json.dumps(d.render_dashboards()))"
+    script = (
+        "import json, configs.dashboards as d, tools.plan as p; "
+        "print(json.dumps(d.render_dashboards(p.settings_for('prod'))))"
+    )
     env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
-    assert json.loads(result.stdout) == dashboards.render_dashboards()
+    assert json.loads(result.stdout) == dashboards.render_dashboards(PROD)
+
+
+def panels_by_title(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {panel["title"]: panel for panel in document["panels"]}
+
+
+def queries_of(panel: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(target["expr"], target["legendFormat"]) for target in panel["targets"]]
+
+
+def steps_of(panel: dict[str, Any]) -> list[tuple[float | None, str]]:
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    return [(step["value"], step["color"]) for step in steps]
+
+
+def test_the_overview_comes_first_with_what_an_operator_looks_for() -> None:
+    documents = rendered(TUNED)
+    assert next(iter(documents)) == "overview.json"
+    overview = documents["overview.json"]
+    assert overview["uid"] == "stories-overview" and overview["title"] == "1001 Stories: overview"
+    assert list(panels_by_title(overview)) == [
+        "WAL archive age",
+        "Backups: age against the schedule",
+        "Scheduled calls: last success against the schedule",
+        "PgBouncer pool saturation",
+        "Scaler: decisions against the schedule",
+    ]
+
+
+def test_pool_saturation_shows_waiting_clients_and_servers_against_the_pool() -> None:
+    panel = panels_by_title(rendered()["overview.json"])["PgBouncer pool saturation"]
+    assert panel["type"] == "timeseries"
+    assert queries_of(panel) == [
+        (
+            'sum by (database) (pgbouncer_pools_client_waiting_connections{database!="pgbouncer"})',
+            "{{database}}: clients waiting",
+        ),
+        ('pgbouncer_databases_current_connections{name!="pgbouncer"}', "{{name}}: server connections"),
+        ('pgbouncer_databases_pool_size{name!="pgbouncer"}', "{{name}}: pool size"),
+        ('pgbouncer_databases_max_connections{name!="pgbouncer"}', "{{name}}: cap (pool + reserve)"),
+    ]
+
+
+def test_wal_archive_age_turns_orange_at_two_switches_and_red_at_the_rpo() -> None:
+    panel = panels_by_title(rendered(TUNED)["overview.json"])["WAL archive age"]
+    assert panel["type"] == "stat" and panel["fieldConfig"]["defaults"]["unit"] == "s"
+    assert queries_of(panel) == [
+        ("pg_stat_archiver_last_archive_age", "postgres"),
+        ("stories_backup_wal_last_archived_age_seconds", "backup service"),
+    ]
+    assert steps_of(panel) == [(None, "green"), (60, "orange"), (1200, "red")]
+
+
+@pytest.mark.parametrize(
+    ("title", "last_success", "interval", "legend", "red"),
+    [
+        (
+            "Backups: age against the schedule",
+            "stories_backup_last_success_timestamp_seconds",
+            "stories_backup_expected_interval_seconds",
+            "{{kind}}",
+            300,
+        ),
+        (
+            "Scheduled calls: last success against the schedule",
+            "stories_cron_last_success_timestamp_seconds",
+            "stories_cron_expected_interval_seconds",
+            "{{cronjob}}",
+            150,
+        ),
+    ],
+)
+def test_freshness_is_the_age_against_the_interval_red_where_the_late_alert_fires(
+    title: str, last_success: str, interval: str, legend: str, red: float
+) -> None:
+    panel = panels_by_title(rendered(TUNED)["overview.json"])[title]
+    assert panel["type"] == "stat" and panel["fieldConfig"]["defaults"]["unit"] == "percent"
+    assert queries_of(panel) == [(f"(time() - {last_success}) / {interval} * 100", legend)]
+    assert steps_of(panel) == [(None, "green"), (100, "orange"), (red, "red")]
+    assert panel["options"]["reduceOptions"]["calcs"] == ["lastNotNull"]
+
+
+def test_scaler_decisions_against_the_schedule_floor_and_the_cap() -> None:
+    panel = panels_by_title(rendered(TUNED)["overview.json"])["Scaler: decisions against the schedule"]
+    assert queries_of(panel) == [
+        ("stories_scaler_desired_replicas", "desired"),
+        ("stories_scaler_running_replicas", "running"),
+        ("stories_scaler_floor_replicas", "schedule floor"),
+    ]
+    assert steps_of(panel) == [(None, "green"), (7, "red")]
+    assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"] == {"mode": "dashed"}

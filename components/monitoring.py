@@ -23,7 +23,7 @@ from components.container import (
 from components.context import StackContext
 from components.credentials import Credentials
 from components.images_resource import pull
-from configs import healthchecks, monitoring
+from configs import dashboards, healthchecks, monitoring
 from model.settings import Resources
 from model.topology import NGINX_STATUS_PORT, ROLES
 
@@ -252,6 +252,9 @@ class Monitoring(pulumi.ComponentResource):
                 "GF_ANALYTICS_REPORTING_ENABLED": "false",
                 "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
                 "GF_SERVER_ROOT_URL": f"http://127.0.0.1:{grafana.host_port}/",
+                # Grafana opens on the overview, the panels an operator looks at first.
+                "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": f"{monitoring.GRAFANA_DASHBOARDS_DIR}/"
+                f"{dashboards.OVERVIEW_UID}.json",
             },
             uploads=[
                 *self._config_files("grafana", files),

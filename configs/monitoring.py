@@ -1,4 +1,5 @@
-"""Prometheus, Alertmanager, blackbox exporter and Grafana files, built as data and dumped as YAML/JSON.
+"""Prometheus, Alertmanager, blackbox exporter and Grafana provisioning files, built as data and dumped as YAML
+(the dashboards: configs/dashboards.py).
 
 Alert rules are data (as in the Prometheus monitoring mixins): one `AlertRule` per guide threshold,
 each with a severity and a human summary, each covered by `promtool test rules` in the tests.
@@ -6,7 +7,6 @@ each with a severity and a human summary, each covered by `promtool test rules` 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ SCALER_METRICS_PORT = 9400
 CRON_METRICS_PORT = 9402
 PROMETHEUS_RULES_DIR = f"{CONFIG_DIR}/prometheus/rules"
 GRAFANA_DASHBOARDS_DIR = f"{CONFIG_DIR}/grafana/dashboards"
+GRAFANA_DATASOURCE_UID = "prometheus"  # the provisioned Prometheus data source, as every panel names it
 
 # Scrape targets inside the monitoring network: job -> host:port.
 EXPORTER_TARGETS = {
@@ -392,7 +393,7 @@ def render_grafana_provisioning() -> dict[str, str]:
         "datasources": [
             {
                 "name": "Prometheus",
-                "uid": "prometheus",
+                "uid": GRAFANA_DATASOURCE_UID,
                 "type": "prometheus",
                 "access": "proxy",
                 "url": "http://prometheus:9090",
@@ -415,142 +416,3 @@ def render_grafana_provisioning() -> dict[str, str]:
         ],
     }
     return {"datasources.yml": _dump_yaml(datasource), "dashboards.yml": _dump_yaml(dashboards)}
-
-
-@dataclass(frozen=True)
-class Panel:
-    title: str
-    expr: str
-    unit: str
-    legend: str = ""
-
-
-DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
-    "infrastructure": (
-        "1001 Stories: infrastructure",
-        [
-            Panel(
-                "Host CPU used",
-                '(1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m]))) * 100',
-                "percent",
-            ),
-            Panel(
-                "Host memory used", "(1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes) * 100", "percent"
-            ),
-            Panel(
-                "Disk free",
-                'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay"} / '
-                'node_filesystem_size_bytes{fstype!~"tmpfs|overlay"} * 100',
-                "percent",
-                "{{mountpoint}}",
-            ),
-            Panel("Load (1 min)", "node_load1", "short"),
-            Panel(
-                "Container CPU (cores)", 'rate(container_cpu_usage_seconds_total{name!=""}[5m])', "short", "{{name}}"
-            ),
-            Panel(
-                "Container memory vs limit",
-                'container_memory_working_set_bytes{name!=""} / '
-                '(container_spec_memory_limit_bytes{name!=""} > 0) * 100',
-                "percent",
-                "{{name}}",
-            ),
-            Panel("Targets up", "up", "short", "{{job}}"),
-            Panel("Firing alerts", 'count by (alertname) (ALERTS{alertstate="firing"})', "short", "{{alertname}}"),
-        ],
-    ),
-    "database": (
-        "1001 Stories: database and pool",
-        [
-            Panel("Postgres backends", "sum(pg_stat_database_numbackends)", "short"),
-            Panel(
-                "Connections vs max",
-                "sum(pg_stat_database_numbackends) / max(pg_settings_max_connections) * 100",
-                "percent",
-            ),
-            Panel("Transactions/s", "sum(rate(pg_stat_database_xact_commit[5m]))", "ops"),
-            Panel("Rollbacks/s", "sum(rate(pg_stat_database_xact_rollback[5m]))", "ops"),
-            Panel("Deadlocks", "sum(increase(pg_stat_database_deadlocks[1h]))", "short"),
-            Panel("Database size", "pg_database_size_bytes", "bytes", "{{datname}}"),
-            Panel("Connection failure ratio", "stories:db_connection_failure_ratio:5m * 100", "percent"),
-            Panel("Pool: active clients", "sum(pgbouncer_pools_client_active_connections)", "short"),
-            Panel("Pool: waiting clients", "sum(pgbouncer_pools_client_waiting_connections)", "short"),
-            Panel(
-                "Pool: server connections",
-                "sum(pgbouncer_pools_server_active_connections) + sum(pgbouncer_pools_server_idle_connections)",
-                "short",
-            ),
-            Panel("Pool: longest wait", "max(pgbouncer_pools_client_maxwait_seconds)", "s"),
-            Panel("Redis memory vs maxmemory", "redis_memory_used_bytes / redis_memory_max_bytes * 100", "percent"),
-            Panel("Redis evictions/s", "rate(redis_evicted_keys_total[5m])", "ops"),
-            Panel(
-                "Redis hit ratio",
-                "rate(redis_keyspace_hits_total[5m]) / (rate(redis_keyspace_hits_total[5m]) + "
-                "rate(redis_keyspace_misses_total[5m]))",
-                "percentunit",
-            ),
-        ],
-    ),
-    "platform": (
-        "1001 Stories: platform usage",
-        [
-            Panel("Active sessions", "stories:active_sessions", "short"),
-            Panel("Requests/s", "stories:http_requests:rate1m", "reqps"),
-            Panel("Active client connections", "nginx_connections_active", "short"),
-            Panel("Health check latency", f'probe_duration_seconds{{job="{BLACKBOX_JOB}"}}', "s", "{{instance}}"),
-            Panel("Healthy replicas", f'sum(probe_success{{job="{BLACKBOX_JOB}"}})', "short"),
-            Panel("Redis clients", "redis_connected_clients", "short"),
-            Panel("Scaler: running replicas", "stories_scaler_running_replicas", "short", "running"),
-            Panel("Scaler: desired replicas", "stories_scaler_desired_replicas", "short", "desired"),
-            Panel("Scaler: schedule floor", "stories_scaler_floor_replicas", "short", "floor"),
-            Panel(
-                "Scaler: decisions by reason",
-                "sum by (code) (increase(stories_scaler_decisions_total[1h]))",
-                "short",
-                "{{code}}",
-            ),
-            Panel(
-                "Backup age (hours)", "(time() - stories_backup_last_success_timestamp_seconds) / 3600", "h", "{{kind}}"
-            ),
-            Panel(
-                "Scheduled calls: hours since the last success",
-                "(time() - stories_cron_last_success_timestamp_seconds) / 3600",
-                "h",
-                "{{cronjob}}",
-            ),
-            Panel("Scheduled calls: last duration", "stories_cron_last_duration_seconds", "s", "{{cronjob}}"),
-        ],
-    ),
-}
-
-
-def _dashboard(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:
-    return {
-        "uid": f"stories-{uid}",
-        "title": title,
-        "tags": ["1001-stories"],
-        "timezone": "browser",
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "1m",
-        "time": {"from": "now-6h", "to": "now"},
-        "panels": [
-            {
-                "id": index + 1,
-                "type": "timeseries",
-                "title": panel.title,
-                "datasource": {"type": "prometheus", "uid": "prometheus"},
-                "gridPos": {"h": 8, "w": 12, "x": (index % 2) * 12, "y": (index // 2) * 8},
-                "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-                "targets": [{"refId": "A", "expr": panel.expr, "legendFormat": panel.legend}],
-            }
-            for index, panel in enumerate(panels)
-        ],
-    }
-
-
-def render_dashboards() -> dict[str, str]:
-    return {
-        f"{uid}.json": json.dumps(_dashboard(uid, title, panels), indent=2) + "\n"
-        for uid, (title, panels) in DASHBOARDS.items()
-    }

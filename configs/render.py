@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from configs import monitoring
+from configs import dashboards, monitoring
 from model.settings import SUPERUSER_RESERVED_CONNECTIONS, Settings
 from model.topology import BACKUP_GID, BACKUP_STANZA, LETSENCRYPT_DIR, NGINX_UID, ROLES, Topology
 from model.tuning import postgres_tuning
@@ -242,6 +242,6 @@ def render_all(settings: Settings, topo: Topology, versions: ServerVersions) -> 
             files["grafana"] = {
                 "provisioning/datasources/prometheus.yml": provisioning["datasources.yml"],
                 "provisioning/dashboards/stories.yml": provisioning["dashboards.yml"],
-                **{f"dashboards/{name}": content for name, content in monitoring.render_dashboards().items()},
+                **{f"dashboards/{name}": content for name, content in dashboards.render_dashboards(settings).items()},
             }
     return files

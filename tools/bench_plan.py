@@ -22,7 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LIBRARIES = ("pulumi", "pulumi_docker", "pulumi_aws", "pulumi_random", "pulumi_tls", "pydantic", "jinja2", "yaml")
+LIBRARIES = (
+    "pulumi",
+    "pulumi_docker",
+    "pulumi_aws",
+    "pulumi_random",
+    "pulumi_tls",
+    "pydantic",
+    "jinja2",
+    "yaml",
+    "grafana_foundation_sdk.builders.dashboard",
+)
 TARGET_RATIO = 1.5
 
 

@@ -224,3 +224,31 @@ def test_pgbouncer_survives_a_postgres_restart(pgbouncer: PgBouncer, postgres: P
                 raise
             time.sleep(0.2)
     assert pgbouncer.server.process is not None and pgbouncer.server.process.poll() is None
+
+
+def rows_of(dsn: str, sql: str) -> list[dict[str, object]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cursor = conn.execute(sql)
+        columns = [column.name for column in cursor.description or []]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def test_the_exporters_read_what_the_overview_panels_show(pgbouncer: PgBouncer, postgres: Postgres) -> None:
+    """The overview's pool and WAL panels query pgbouncer_databases_{pool_size,max_connections,
+    current_connections} and pg_stat_archiver_last_archive_age: pgbouncer_exporter turns SHOW DATABASES'
+    columns into the first, postgres_exporter's default query of pg_stat_archiver gives the last. Both read
+    here as the exporters' roles do."""
+    env = pgbouncer.env
+    pool = env.settings.pgbouncer
+    stats = pgbouncer.dsn(ROLES["pgbouncer_stats"], env.passwords["stats"], dbname="pgbouncer")
+    databases = {row["name"]: row for row in rows_of(stats, "SHOW DATABASES")}
+    app = databases[env.settings.database.name]
+    assert app["pool_size"] == pool.default_pool_size
+    assert app["max_connections"] == pool.default_pool_size + pool.reserve_pool_size
+    assert isinstance(app["current_connections"], int)
+    assert "pgbouncer" in databases  # the admin console, which the panel leaves out by name
+    monitor = postgres.dsn(ROLES["monitor"], env.passwords["monitor"])
+    (archiver,) = rows_of(
+        monitor, "SELECT *, extract(epoch from now() - last_archived_time) AS last_archive_age FROM pg_stat_archiver"
+    )
+    assert "last_archive_age" in archiver and "failed_count" in archiver

@@ -81,7 +81,8 @@ def test_bench_plan_reports_the_ratio_of_the_medians() -> None:
     assert libraries.command == [
         "python",
         "-c",
-        "import pulumi, pulumi_docker, pulumi_aws, pulumi_random, pulumi_tls, pydantic, jinja2, yaml",
+        "import pulumi, pulumi_docker, pulumi_aws, pulumi_random, pulumi_tls, pydantic, jinja2, yaml,"
+        " grafana_foundation_sdk.builders.dashboard",
     ]
     plan.wall, plan.cpu = [0.9, 0.6, 5.0], [0.5, 0.55, 0.6]
     libraries.wall, libraries.cpu = [0.4, 0.3, 0.5], [0.3, 0.35, 0.25]

@@ -222,6 +222,10 @@ def test_config_files_are_uploaded_where_the_service_reads_them(stack_plan: Plan
     prom_config = next(arg.split("=", 1)[1] for arg in prometheus["command"] if arg.startswith("--config.file="))
     assert yaml.safe_load(uploaded(stack_plan, "prometheus")[prom_config])["rule_files"]
     assert "--storage.tsdb.retention.time=15d" in prometheus["command"]
+    if "grafana" in running:
+        env = dict(entry.split("=", 1) for entry in running["grafana"]["envs"])
+        home = json.loads(uploaded(stack_plan, "grafana")[env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]])
+        assert home["uid"] == "stories-overview"
     for name, config in config_containers(stack_plan).items():
         in_config = {v["containerPath"]: v["volumeName"] for v in config["volumes"] if not v.get("readOnly")}
         in_service = {v["containerPath"]: v for v in running[name]["volumes"]}

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from model.settings import Images
+from tools.plan import STACKS, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = json.loads((ROOT / "renovate.json").read_text())
@@ -68,6 +69,25 @@ def test_the_e2e_stack_is_left_alone() -> None:
 def test_postgres_stays_on_its_major() -> None:
     (rule,) = [r for r in CONFIG["packageRules"] if r.get("matchPackageNames") == ["postgres"]]
     assert rule["allowedVersions"] == "<16"
+
+
+def pinned_requirement(name: str) -> str:
+    (line,) = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith(f"{name}==")]
+    return line.removeprefix(f"{name}==")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_grafanas_sdk_is_the_release_line_of_the_stacks_grafana(stack: str) -> None:
+    """The dashboards are built with the SDK generated for one Grafana minor (BUILD!X.Y.Z), and Renovate
+    may move it only within that line: a new Grafana minor means moving the image and the SDK together."""
+    sdk = pinned_requirement("grafana-foundation-sdk")
+    _, line = sdk.split("!")
+    grafana = settings_for(stack).images.ref("grafana").version
+    assert tuple(int(part) for part in line.split(".")[:2]) == grafana[:2], (sdk, grafana)
+    (rule,) = [r for r in CONFIG["packageRules"] if r.get("matchPackageNames") == ["grafana-foundation-sdk"]]
+    allowed = re.compile(rule["allowedVersions"].strip("/"))
+    assert allowed.match(sdk)
+    assert not allowed.match(f"9999999999!{grafana[0]}.{grafana[1] + 1}.0")
 
 
 @pytest.mark.integration

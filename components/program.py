@@ -8,6 +8,7 @@ from typing import Any
 
 import pulumi
 
+from components.kubernetes.platform import KubernetesPlatform
 from components.platform import Platform
 from model.loading import SECRETS_KEY, SETTINGS_KEY, load_settings
 from model.settings import Settings
@@ -28,5 +29,6 @@ def read_settings() -> tuple[Settings, pulumi.Output[Mapping[str, str]]]:
 def build() -> dict[str, pulumi.Input[object]]:
     """Register every resource of the stack and return the stack outputs."""
     settings, secrets = read_settings()
-    platform = Platform("stories", pulumi.get_stack(), settings, secrets)
-    return platform.outputs
+    if settings.target == "kubernetes":
+        return KubernetesPlatform("stories", pulumi.get_stack(), settings, secrets).outputs
+    return Platform("stories", pulumi.get_stack(), settings, secrets).outputs

@@ -877,10 +877,88 @@ class CronSettings(Model):
         return self
 
 
+_K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _k8s_name(value: str) -> str:
+    if not _K8S_NAME.match(value):
+        raise ValueError("must be a Kubernetes name (RFC 1123 label): lowercase letters, digits and -, at most 63")
+    return value
+
+
+K8sName = Annotated[str, AfterValidator(_k8s_name)]
+ChartVersion = Annotated[str, Field(pattern=r"^v?\d+\.\d+\.\d+$")]
+
+
+class HelmChart(Model):
+    """An operator installed as a Helm release of a pinned chart `version` into `namespace`; `enabled`
+    false where the cluster already runs it (the stack then only creates its custom resources)."""
+
+    enabled: bool = True
+    version: ChartVersion
+    namespace: K8sName
+
+
+# The charts' default versions match the CRDs the tests check the custom resources against (README:
+# The Kubernetes target): one class per operator, so that each key has its own default.
+class CloudNativePgChart(HelmChart):
+    version: ChartVersion = "0.26.0"
+    namespace: K8sName = "cnpg-system"
+
+
+class KedaChart(HelmChart):
+    version: ChartVersion = "2.16.1"
+    namespace: K8sName = "keda"
+
+
+class CertManagerChart(HelmChart):
+    version: ChartVersion = "v1.17.1"
+    namespace: K8sName = "cert-manager"
+
+
+class KubePrometheusStackChart(HelmChart):
+    version: ChartVersion = "69.8.2"
+    namespace: K8sName = "monitoring"
+
+
+class EnvoyGatewayChart(HelmChart):
+    version: ChartVersion = "v1.3.2"
+    namespace: K8sName = "envoy-gateway-system"
+
+
+class Operators(Model):
+    cloudnative_pg: CloudNativePgChart = Field(default_factory=CloudNativePgChart)
+    keda: KedaChart = Field(default_factory=KedaChart)
+    cert_manager: CertManagerChart = Field(default_factory=CertManagerChart)
+    kube_prometheus_stack: KubePrometheusStackChart = Field(default_factory=KubePrometheusStackChart)
+    envoy_gateway: EnvoyGatewayChart = Field(default_factory=EnvoyGatewayChart)
+
+
+class KubernetesSettings(Model):
+    """The Kubernetes target (`target: kubernetes`): where it runs, what it keeps, and its operators.
+    `context` is a kubeconfig context (unset: the current one); `version` the Kubernetes minor the manifests
+    are validated against; sizes in GiB; `sharedStorageClass` must offer ReadWriteMany (the app's data
+    directories are shared by every replica); unset classes take the cluster's default."""
+
+    context: str | None = None
+    namespace: K8sName = "stories"
+    # CloudNativePG runs its own operand images (with Barman Cloud for the backups), not the Docker target's.
+    postgres_image: Annotated[VersionedImage, AfterValidator(_postgres_15)] = "ghcr.io/cloudnative-pg/postgresql:15.13"
+    version: str = Field(default="1.33", pattern=r"^1\.\d{2}$")
+    database_instances: int = Field(default=1, ge=1, le=9, description="3 for a primary and two standbys")
+    database_storage_gb: int = Field(default=20, ge=1)
+    redis_storage_gb: int = Field(default=5, ge=1)
+    data_storage_gb: int = Field(default=10, ge=1, description="each of app.dataDirs")
+    storage_class: str | None = None
+    shared_storage_class: str | None = None
+    operators: Operators = Field(default_factory=Operators)
+
+
 class Settings(Model):
     """The root of `<project>:settings`."""
 
     domain: Hostname
+    target: Literal["docker", "kubernetes"] = "docker"
     host: HostSettings = Field(default_factory=HostSettings)
     networks: NetworkSettings = Field(default_factory=NetworkSettings)
     images: Images = Field(default_factory=Images)
@@ -893,6 +971,7 @@ class Settings(Model):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
     cron: CronSettings = Field(default_factory=CronSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @model_validator(mode="after")
     def _scaling_bounds(self) -> Settings:
@@ -906,6 +985,9 @@ class Settings(Model):
                     window.replicas,
                     f"can never be met: above app.maxReplicas ({self.app.max_replicas})",
                 )
+        if self.target == "kubernetes" and self.app.image is None:
+            rule = "target kubernetes needs app.image (a pushed image the cluster can pull), not app.build"
+            raise InvalidKeyError(("app", "image"), None, rule)
         if self.scaling.enabled and not self.monitoring.enabled:
             raise InvalidKeyError(
                 ("scaling", "enabled"), True, "needs monitoring.enabled (the scaler reads Prometheus)"

@@ -250,3 +250,21 @@ def loopback_topology(
         backup_sources=tuple((name, str(base / "sources" / name)) for name, _ in deployed.backup_sources),
         backup_redis_dir=str(base / "redis-data"),
     )
+
+
+# The Kubernetes target's Service names: CloudNativePG names its Services after the Cluster and the Pooler.
+POSTGRES_CLUSTER = "postgres"
+POOLER = f"{POSTGRES_CLUSTER}-pooler-rw"
+
+
+def kubernetes_topology(settings: Settings) -> Topology:
+    """The Kubernetes layout: the same files and paths as a container's, the peers by their Service names
+    in the stack's namespace (the Pooler listens on 5432, CloudNativePG's fixed port)."""
+    return replace(
+        container_topology(settings),
+        postgres_host=f"{POSTGRES_CLUSTER}-rw",
+        pgbouncer_host=POOLER,
+        pgbouncer_port=POSTGRES_PORT,
+        app_upstreams=(f"app:{settings.app.port}",),
+        nginx_resolver=None,
+    )

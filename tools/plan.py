@@ -270,7 +270,8 @@ def run_plan(stack: str, config: Mapping[str, str] | None = None, secret_keys: l
     resources, outputs = run_program(stack, PlanMocks(), config, secret_keys)
     # Registration order depends on when outputs resolve; sort so that equal plans print equally.
     ordered = sorted(resources, key=lambda r: (r.parent or "", r.type, r.name))
-    return Plan(stack, ordered, outputs, host_budget(settings_of(config)))
+    settings = settings_of(config)
+    return Plan(stack, ordered, outputs, host_budget(settings) if settings.target == "docker" else {})
 
 
 _P = ParamSpec("_P")
@@ -444,8 +445,11 @@ def format_table(plan: Plan) -> str:
         widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
         lines.append("  " + "  ".join(c.ljust(widths[c]) for c in columns))
         lines += ["  " + "  ".join(row[c].ljust(widths[c]) for c in columns) for row in rows]
+    lines += _kubernetes_objects(plan)
     others: dict[str, int] = {}
     for resource in plan.resources:
+        if resource.type.startswith(KUBERNETES_OBJECT):
+            continue
         if resource.type != "docker:index/container:Container" and not resource.type.startswith("stories:"):
             others[resource.type] = others.get(resource.type, 0) + 1
     lines.append("")
@@ -458,6 +462,29 @@ def format_table(plan: Plan) -> str:
         lines.append("")
         lines += format_budget(plan.budget)
     return "\n".join(lines)
+
+
+KUBERNETES_OBJECT = "kubernetes:"
+
+
+def _kubernetes_objects(plan: Plan) -> list[str]:
+    """The Kubernetes target's objects by component: kind, namespace/name (Helm releases: chart and version)."""
+    by_component: dict[str, list[str]] = {}
+    for resource in plan.resources:
+        if not resource.type.startswith(KUBERNETES_OBJECT):
+            continue
+        kind = resource.type.rsplit(":", 1)[-1]
+        inputs = resource.inputs
+        metadata = inputs.get("metadata") or {}
+        if kind == "Release":
+            where = f"{inputs.get('namespace')}/{inputs.get('name')}  {inputs.get('chart')} {inputs.get('version')}"
+        else:
+            where = "/".join(part for part in (metadata.get("namespace"), metadata.get("name")) if part)
+        by_component.setdefault(_component_of(plan, resource), []).append(f"  {kind:<24} {where}")
+    lines = []
+    for component, rows in sorted(by_component.items()):
+        lines += ["", f"[{component}]", *sorted(rows)]
+    return lines
 
 
 def format_budget(budget: Mapping[str, Any]) -> list[str]:

@@ -64,7 +64,7 @@ def test_out_receives_every_rendered_config(tmp_path: Path, capsys: pytest.Captu
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--stack", "qa"], "STACK = 'qa': no Pulumi.qa.yaml; known stacks: dev, e2e, prod, staging"),
+        (["--stack", "qa"], "STACK = 'qa': no Pulumi.qa.yaml; known stacks: dev, e2e, k8s, prod, staging"),
         (["--format", "xml"], "FORMAT = 'xml': must be table or json"),
     ],
 )

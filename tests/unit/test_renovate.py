@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from model.settings import Images
+from model.settings import Images, KubernetesSettings
 from tools.plan import STACKS, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def found(path: str) -> set[str]:
 
 
 def test_every_default_image_is_found_in_the_settings_module() -> None:
-    expected = {str(value) for _, value in Images()}
+    expected = {str(value) for _, value in Images()} | {KubernetesSettings().postgres_image}
     assert found("model/settings.py") == expected
 
 

@@ -1,0 +1,108 @@
+"""NetworkPolicies: deny everything in the namespace, then allow what the platform needs, by pod labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from configs.kubernetes.app import APP
+from configs.kubernetes.common import Manifest, manifest, selector
+from configs.kubernetes.redis import EXPORTER_PORT, REDIS
+from model.settings import Settings
+from model.topology import POOLER, POSTGRES_CLUSTER, POSTGRES_PORT, REDIS_PORT
+
+POSTGRES_PODS = {"cnpg.io/cluster": POSTGRES_CLUSTER, "cnpg.io/podRole": "instance"}
+POOLER_PODS = {"cnpg.io/poolerName": POOLER}
+CNPG_METRICS_PORT = 9187
+CNPG_STATUS_PORT = 8000
+POOLER_METRICS_PORT = 9127
+KUBE_API_PORTS = (443, 6443)  # the instance manager and the operator talk to the API server
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+
+def _ports(*numbers: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": number} for number in numbers]
+
+
+def _policy(namespace: str, name: str, pods: dict[str, str], **rules: list[dict[str, Any]]) -> Manifest:
+    types = [kind.capitalize() for kind in ("ingress", "egress") if kind in rules]
+    spec = {"podSelector": {"matchLabels": pods}, "policyTypes": types, **rules}
+    return manifest("networking.k8s.io/v1", "NetworkPolicy", name, namespace, "network", spec=spec)
+
+
+def network_policies(settings: Settings, namespace: str) -> list[Manifest]:
+    operators = settings.kubernetes.operators
+    monitoring = _namespace(operators.kube_prometheus_stack.namespace)
+    anywhere = {"ipBlock": {"cidr": "0.0.0.0/0"}}
+    app_pods, redis_pods = selector(APP), selector(REDIS)
+    deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    dns = {"to": [_namespace("kube-system")], "ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]}
+    postgres_egress = [{"to": [anywhere], "ports": _ports(*KUBE_API_PORTS)}]
+    if settings.backup.s3.enabled:
+        postgres_egress.append({"to": [anywhere], "ports": _ports(443)})  # WAL and base backups to S3
+    return [
+        manifest("networking.k8s.io/v1", "NetworkPolicy", "default-deny", namespace, "network", spec=deny),
+        _policy(namespace, "allow-dns", {}, egress=[dns]),
+        _policy(
+            namespace,
+            "app",
+            app_pods,
+            ingress=[
+                {
+                    "from": [_namespace(operators.envoy_gateway.namespace), monitoring],
+                    "ports": _ports(settings.app.port),
+                }
+            ],
+            egress=[
+                {"to": [{"podSelector": {"matchLabels": POOLER_PODS}}], "ports": _ports(POSTGRES_PORT)},
+                {"to": [{"podSelector": {"matchLabels": POSTGRES_PODS}}], "ports": _ports(POSTGRES_PORT)},  # migration
+                {"to": [{"podSelector": {"matchLabels": redis_pods}}], "ports": _ports(REDIS_PORT)},
+                {"to": [anywhere], "ports": _ports(443, 587)},  # e-mail, OAuth, the OpenAI API
+            ],
+        ),
+        _policy(
+            namespace,
+            "redis",
+            redis_pods,
+            ingress=[
+                {"from": [{"podSelector": {"matchLabels": app_pods}}], "ports": _ports(REDIS_PORT)},
+                {"from": [monitoring], "ports": _ports(EXPORTER_PORT)},
+            ],
+        ),
+        _policy(
+            namespace,
+            "pooler",
+            POOLER_PODS,
+            ingress=[
+                {"from": [{"podSelector": {"matchLabels": app_pods}}], "ports": _ports(POSTGRES_PORT)},
+                {"from": [monitoring], "ports": _ports(POOLER_METRICS_PORT)},
+            ],
+            egress=[
+                {"to": [{"podSelector": {"matchLabels": POSTGRES_PODS}}], "ports": _ports(POSTGRES_PORT)},
+                {"to": [anywhere], "ports": _ports(*KUBE_API_PORTS)},
+            ],
+        ),
+        _policy(
+            namespace,
+            "postgres",
+            POSTGRES_PODS,
+            ingress=[
+                {
+                    "from": [{"podSelector": {"matchLabels": POOLER_PODS}}, {"podSelector": {"matchLabels": app_pods}}],
+                    "ports": _ports(POSTGRES_PORT),
+                },
+                {"from": [{"podSelector": {"matchLabels": POSTGRES_PODS}}], "ports": _ports(POSTGRES_PORT)},
+                {
+                    "from": [_namespace(operators.cloudnative_pg.namespace)],
+                    "ports": _ports(CNPG_STATUS_PORT, POSTGRES_PORT),
+                },
+                {"from": [monitoring], "ports": _ports(CNPG_METRICS_PORT)},
+            ],
+            egress=[
+                {"to": [{"podSelector": {"matchLabels": POSTGRES_PODS}}], "ports": _ports(POSTGRES_PORT)},
+                *postgres_egress,
+            ],
+        ),
+    ]

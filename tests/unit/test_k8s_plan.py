@@ -1,0 +1,143 @@
+"""The Kubernetes stack (Pulumi.k8s.yaml) against mocks: its objects and their key fields, the built-in
+kinds valid against the targeted Kubernetes version's OpenAPI schemas (kubernetes-validate, offline), the
+operators' kinds valid against models generated from their CRDs, and the policy pack's Kubernetes rules."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from cloudcoil.models.keda.v1alpha1 import ScaledObject
+from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule, ServiceMonitor
+from pydantic import BaseModel
+
+from policy.props import Resource
+from policy.validators import kubernetes_pod_security, violations
+from tests.conftest import plan_of
+from tools.plan import PlannedResource, format_table, settings_for
+
+BUILT_IN = ("kubernetes:core/", "kubernetes:apps/", "kubernetes:policy/", "kubernetes:networking.k8s.io/")
+TYPED: dict[str, type[BaseModel]] = {
+    "kubernetes:keda.sh/v1alpha1:ScaledObject": ScaledObject,
+    "kubernetes:monitoring.coreos.com/v1:PrometheusRule": PrometheusRule,
+    "kubernetes:monitoring.coreos.com/v1:PodMonitor": PodMonitor,
+    "kubernetes:monitoring.coreos.com/v1:ServiceMonitor": ServiceMonitor,
+}
+
+
+def objects(kind: str) -> list[PlannedResource]:
+    return [r for r in plan_of("k8s").resources if r.type.startswith("kubernetes:") and r.type.endswith(f":{kind}")]
+
+
+def one(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [r.inputs for r in objects(kind) if (r.inputs.get("metadata") or {}).get("name") == name]
+    return found
+
+
+def as_manifest(resource: PlannedResource) -> dict[str, Any]:
+    """The object as the provider sends it (numbers come back from mocks as floats)."""
+
+    def ints(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, dict):
+            return {key: ints(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [ints(item) for item in value]
+        return value
+
+    manifest: dict[str, Any] = ints(copy.deepcopy(resource.inputs))
+    return manifest
+
+
+def test_the_program_dispatches_on_the_target() -> None:
+    types = {r.type for r in plan_of("k8s").resources}
+    assert not any(t.startswith("docker:") for t in types)
+    assert "kubernetes:postgresql.cnpg.io/v1:Cluster" in types
+    assert plan_of("k8s").budget == {}
+
+
+def test_operators_are_pinned_helm_releases() -> None:
+    releases = {r.inputs["name"]: r.inputs for r in objects("Release")}
+    assert set(releases) == {"cloudnative-pg", "keda", "cert-manager", "kube-prometheus-stack", "envoy-gateway"}
+    assert all(release["version"][0] in "v0123456789" for release in releases.values())
+    assert "ingress-nginx" not in str(releases)
+
+
+def test_postgres_cluster_pooler_and_backups_follow_the_settings() -> None:
+    settings = settings_for("k8s")
+    cluster = one("Cluster", "postgres")["spec"]
+    assert cluster["instances"] == 3
+    parameters = cluster["postgresql"]["parameters"]
+    assert parameters["shared_buffers"] == f"{settings.database.resources.memory_mb // 4}MB"
+    assert parameters["pg_stat_statements.track"] == "top"
+    assert "archive_command" not in parameters and "shared_preload_libraries" not in parameters
+    assert cluster["backup"]["retentionPolicy"] == "30d"
+    assert cluster["backup"]["barmanObjectStore"]["destinationPath"].startswith("s3://")
+    pooler = one("Pooler", "postgres-pooler-rw")["spec"]
+    assert pooler["pgbouncer"]["poolMode"] == "transaction"
+    assert pooler["pgbouncer"]["parameters"]["default_pool_size"] == "20"
+    assert one("ScheduledBackup", "postgres")["spec"]["schedule"] == "0 0 3 * * 0"
+
+
+def test_the_app_is_hardened_spread_and_budgeted() -> None:
+    deployment = one("Deployment", "app")["spec"]
+    assert "replicas" not in deployment  # KEDA's HPA owns it
+    pod = deployment["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/health"
+    assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    assert pod["initContainers"][0]["name"] == "migration"
+    assert one("PodDisruptionBudget", "app")["spec"]["maxUnavailable"] == 1
+
+
+def test_the_scaled_object_keeps_the_bounds_and_the_stabilisation() -> None:
+    spec = one("ScaledObject", "app")["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 6)
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
+    assert {t["type"] for t in spec["triggers"]} == {"cron", "prometheus", "cpu"}
+
+
+def test_network_policies_deny_by_default() -> None:
+    deny = one("NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_secrets_are_secret_in_the_plan() -> None:
+    assert all(r.inputs["stringData"] == "[secret]" for r in objects("Secret"))
+
+
+@pytest.mark.parametrize("resource", [r for r in plan_of("k8s").resources if r.type.startswith(BUILT_IN)], ids=str)
+def test_built_in_kinds_are_valid_for_the_targeted_version(resource: PlannedResource) -> None:
+    manifest = as_manifest(resource)
+    if manifest["kind"] == "Secret":
+        manifest["stringData"] = {}
+    version = f"{settings_for('k8s').kubernetes.version}.0"
+    kubernetes_validate.validate(manifest, version, strict=True)
+
+
+@pytest.mark.parametrize("resource", [r for r in plan_of("k8s").resources if r.type in TYPED], ids=str)
+def test_custom_resources_are_valid_against_the_operators_crd_models(resource: PlannedResource) -> None:
+    TYPED[resource.type].model_validate(as_manifest(resource))
+
+
+def test_the_policy_pack_passes_the_k8s_plan_and_fails_a_broken_workload() -> None:
+    resources = [Resource(r.type, r.name, r.parent, copy.deepcopy(r.inputs)) for r in plan_of("k8s").resources]
+    assert violations(resources) == []
+    deployment = copy.deepcopy(one("Deployment", "app"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+    found = kubernetes_pod_security("kubernetes:apps/v1:Deployment", deployment, "app")
+    assert found == ["app/app: set securityContext.readOnlyRootFilesystem: true"]
+
+
+def test_the_table_groups_objects_by_component() -> None:
+    table = format_table(plan_of("k8s"))
+    for component in ("[database]", "[app]", "[scaling]", "[network]", "[operators]", "[monitoring]"):
+        assert component in table

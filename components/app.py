@@ -36,6 +36,8 @@ VOLUMES_ROOT = "/stories-data"  # where the volume-owner step mounts the data vo
 VOLUME_OWNER_RESOURCES = Resources.model_validate({"memoryMb": 32, "memoryReservationMb": 16, "cpus": 0.1})
 # The migration runs a Node.js tool (npx prisma) under a read-only root: npm's cache and logs go to the
 # tmpfs (as the app's image sets it), and neither npm nor Prisma looks for updates (no route out).
+# How long `pulumi up` waits for a new replica's healthcheck (its start period is 60 s) before it fails.
+REPLICA_HEALTHY_SECONDS = 180
 MIGRATION_ENV = {"NPM_CONFIG_CACHE": "/tmp/.npm", "NPM_CONFIG_UPDATE_NOTIFIER": "false", "CHECKPOINT_DISABLE": "1"}
 
 
@@ -108,7 +110,7 @@ class App(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("stories:platform:App", name, None, opts)
-        stack, settings, topo, _, networks, credentials = ctx
+        stack, settings, topo, _, _, credentials = ctx
         app = settings.app
         if app.build is not None:
             image_ref = app.build.image_name
@@ -140,43 +142,61 @@ class App(pulumi.ComponentResource):
             "REDIS_URL": pulumi.Output.secret(credentials.redis_app.value.apply(lambda pw: redis_url(topo, pw))),
         }
         shared = [Mount(each.path, volume=self.data_volumes[each.name]) for each in app.data_dirs]
-        self.containers = [
-            HardenedContainer(
-                app_hostname(replica),
-                stack,
-                ServiceSpec(
-                    service="app",
-                    replica=replica,
-                    image=image,
-                    image_ref=image_ref,
-                    resources=app.resources,
-                    networks=[
-                        Attachment(networks.app, ["app", app_hostname(replica)]),
-                        Attachment(networks.backend, [app_hostname(replica)]),
-                        *networks.egress_of("app"),
-                    ],
-                    env=env,
-                    user=f"{APP_UID}:{APP_UID}",
-                    upload_dirs=[
-                        UploadDir(APP_CONFIG_DIR, [Upload("database-ca.crt", credentials.database_tls.ca_cert_pem)])
-                    ],
-                    mounts=shared,
-                    tmpfs={
-                        "/tmp": "rw,noexec,nosuid,size=256m",
-                        app.tmp_path: "rw,noexec,nosuid,size=256m",
-                        app.cache_path: "rw,noexec,nosuid,size=256m",
-                    },
-                    healthcheck=Healthcheck(healthchecks.app(settings), start_period="60s"),
-                    stop_timeout_seconds=30,
-                    # Replicas above the floor are the scaler's: created stopped, started on demand.
-                    start=replica <= app.replicas,
-                    depends_on=gates,
-                ),
-                pulumi.ResourceOptions(parent=self),
-            ).container
-            for replica in range(1, created_app_replicas(settings) + 1)
-        ]
+        # One replica at a time: each waits for the one before it (healthy, when it runs) and, when an
+        # update replaces them, the old ones serve until every new one is up (README "Deploys").
+        self.containers = []
+        for replica in range(1, created_app_replicas(settings) + 1):
+            previous = self.containers[-1:]
+            self.containers.append(self._replica(replica, image, image_ref, env, shared, [*gates, *previous]))
         self.register_outputs({"replicas": len(self.containers)})
+
+    def _replica(
+        self,
+        replica: int,
+        image: pulumi.Input[str],
+        image_ref: str,
+        env: Mapping[str, pulumi.Input[str]],
+        shared: Sequence[Mount],
+        depends_on: Sequence[pulumi.Input[pulumi.Resource]],
+    ) -> docker.Container:
+        stack, settings, _, _, networks, credentials = self._ctx
+        app = settings.app
+        started = replica <= app.replicas
+        return HardenedContainer(
+            app_hostname(replica),
+            stack,
+            ServiceSpec(
+                service="app",
+                replica=replica,
+                image=image,
+                image_ref=image_ref,
+                resources=app.resources,
+                networks=[
+                    Attachment(networks.app, ["app", app_hostname(replica)]),
+                    Attachment(networks.backend, [app_hostname(replica)]),
+                    *networks.egress_of("app"),
+                ],
+                env=env,
+                user=f"{APP_UID}:{APP_UID}",
+                upload_dirs=[
+                    UploadDir(APP_CONFIG_DIR, [Upload("database-ca.crt", credentials.database_tls.ca_cert_pem)])
+                ],
+                mounts=shared,
+                tmpfs={
+                    "/tmp": "rw,noexec,nosuid,size=256m",
+                    app.tmp_path: "rw,noexec,nosuid,size=256m",
+                    app.cache_path: "rw,noexec,nosuid,size=256m",
+                },
+                healthcheck=Healthcheck(healthchecks.app(settings), start_period="60s"),
+                stop_timeout_seconds=30,
+                # Replicas above the floor are the scaler's: created stopped, started on demand.
+                start=started,
+                wait_healthy_seconds=REPLICA_HEALTHY_SECONDS if started else None,
+                rolling=True,
+                depends_on=depends_on,
+            ),
+            pulumi.ResourceOptions(parent=self),
+        ).container
 
     def _volume(self, purpose: str, stack: str, retain: bool) -> docker.Volume:
         return docker.Volume(

@@ -2,8 +2,10 @@
 
 Memory limit and reservation, cpus, json-file logs 10m x 3, restart unless-stopped, no-new-privileges,
 every capability dropped except the ones a spec names (with its reason), read-only root with tmpfs,
-a healthcheck, labels naming stack and service, explicit network_mode, fixed name with
-delete-before-replace.
+a healthcheck, labels naming stack and service, explicit network_mode, and a fixed name with
+delete-before-replace, or, for a rolling service (the app's replicas), a name that changes with the
+container's definition, so that Pulumi's default order holds: the new container is created (and healthy)
+before the old one is stopped gracefully and removed.
 
 Config files reach a read-only service through a config container. The Docker provider copies each of
 a container's `uploads` as an archive extracted at `/`, and Docker refuses any extraction at `/` into a
@@ -16,6 +18,8 @@ container is replaced, its id changes, and so the service is replaced and starts
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,6 +115,12 @@ class ServiceSpec:
     timeout_seconds: int | None = None
     # Wait until the healthcheck passes before `pulumi up` creates what depends on this container.
     wait_healthy_seconds: int | None = None
+    # Replaced create-before-delete under a new name (`<name>-<generation>`, the generation a hash of the
+    # container's definition), stopped with `stop_timeout_seconds` of grace when it goes; see README "Deploys".
+    rolling: bool = False
+    # Uploaded files the service picks up by itself (nginx reloads a changed nginx.conf): a change to them
+    # replaces the config container only; a change to any other uploaded file replaces the service too.
+    reloaded: Sequence[str] = ()
     role: str | None = None  # a label for rules and tools: "one-shot", "volume-owner"
     extra_labels: Mapping[str, str] = field(default_factory=dict)  # more labels, under org.1001stories.
 
@@ -154,18 +164,20 @@ class HardenedContainer(pulumi.ComponentResource):
                 Mount(directory.path, volume=volume, read_only=True)
                 for directory, volume in zip(spec.upload_dirs, volumes, strict=True)
             ]
-            labels.append(docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.config", value=config.id))
+            labels.append(docker.ContainerLabelArgs(label=f"{LABEL_PREFIX}.config", value=_config_label(spec, config)))
         # The provider waits for a one-shot's exit within its create timeout (20 min by default): give it the
         # container's own limit and a margin, so that the container, not the wait, runs out first.
         create_timeout = spec.timeout_seconds + ONE_SHOT_WAIT_MARGIN_SECONDS if spec.timeout_seconds else None
-        opts = _fixed_name_options(self, spec.depends_on, create_timeout)
-        self.container = docker.Container(
-            name,
-            _container_args(
-                container_name, name if spec.networks else None, spec, labels, [_volume_args(m) for m in mounts]
-            ),
-            opts=opts,
+        args = _container_args(
+            container_name, name if spec.networks else None, spec, labels, [_volume_args(m) for m in mounts]
         )
+        if spec.rolling:
+            args.name = generation_name(container_name, args)
+            args.destroy_grace_seconds = spec.stop_timeout_seconds
+            opts = _rolling_options(self, spec.depends_on)
+        else:
+            opts = _fixed_name_options(self, spec.depends_on, create_timeout)
+        self.container = docker.Container(name, args, opts=opts)
         self.register_outputs({"name": self.container.name})
 
     def _config_container(
@@ -213,6 +225,55 @@ def _fixed_name_options(
         depends_on=list(depends_on),
         custom_timeouts=pulumi.CustomTimeouts(create=f"{create_timeout}s") if create_timeout else None,
     )
+
+
+def _config_label(spec: ServiceSpec, config: docker.Container) -> pulumi.Output[str]:
+    """What replaces the service when its files change: the config container's id (a new one for any new
+    file), or, when the service reloads some files itself, a digest of the others' contents only."""
+    if not spec.reloaded:
+        config_id: pulumi.Output[str] = config.id
+        return config_id
+    kept = [upload.content for d in spec.upload_dirs for upload in d.files if upload.name not in spec.reloaded]
+    return public_digest(kept).apply(lambda hexdigest: f"files-{hexdigest[:16]}")
+
+
+def _rolling_options(
+    parent: pulumi.Resource, depends_on: Sequence[pulumi.Input[pulumi.Resource]]
+) -> pulumi.ResourceOptions:
+    """Pulumi's default replacement: create the new container, then delete the old one."""
+    return pulumi.ResourceOptions(parent=parent, replace_on_changes=["healthcheck"], depends_on=list(depends_on))
+
+
+GENERATION_LENGTH = 8
+
+
+def generation_name(container_name: str, args: docker.ContainerArgs) -> pulumi.Output[str]:
+    """`<container_name>-<generation>`: the generation is the first hex digits of a digest of every input of
+    the container but its name, so that any change that replaces it (the provider replaces a container for
+    nearly every input) also gives the replacement a name of its own."""
+    definition = {key: value for key, value in vars(args).items() if key != "name"}
+    return public_digest(definition).apply(lambda hexdigest: f"{container_name}-{hexdigest[:GENERATION_LENGTH]}")
+
+
+def public_digest(value: pulumi.Input[Any]) -> pulumi.Output[str]:
+    """SHA-256 (hex) of `value`, resolved, as JSON. Secrets may enter it and the result is declared not
+    secret anyway: it is shown in names and labels, and a digest over all of a container's inputs, cut
+    to 8 or 16 hex digits where it is shown, cannot confirm any one of them."""
+    digest = pulumi.Output.from_input(value).apply(
+        lambda resolved: hashlib.sha256(json.dumps(_plain(resolved), sort_keys=True).encode()).hexdigest()
+    )
+    return pulumi.Output.unsecret(digest)
+
+
+def _plain(value: Any) -> Any:
+    """An input, resolved, as JSON-able data (the provider's argument classes as dicts)."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if hasattr(value, "__dict__"):
+        return _plain(vars(value))
+    return value
 
 
 def _container_args(

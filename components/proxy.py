@@ -107,6 +107,8 @@ class Proxy(pulumi.ComponentResource):
                 Port(topo.nginx_https_port, settings.proxy.https_host_port, str(settings.proxy.host_ip)),
             ],
             healthcheck=Healthcheck(healthchecks.nginx(topo), interval="15s", start_period="10s"),
+            # A new nginx.conf is checked and reloaded by start.sh's loop: no restart, no lost request.
+            reloaded=["nginx.conf"],
             stop_signal="SIGQUIT",  # graceful: finish in-flight requests
             stop_timeout_seconds=30,
         )

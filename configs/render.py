@@ -154,9 +154,15 @@ def served_data_dirs(settings: Settings) -> list[ServedDir]:
     ]
 
 
+# How long nginx keeps an answer of Docker's DNS: a replica that went is out of its view within this.
+RESOLVER_VALID_SECONDS = 5
+
+
 def render_nginx(settings: Settings, topo: Topology, versions: ServerVersions) -> Files:
     # nginx 1.25.1 moved HTTP/2 to its own directive; 1.27.3 brought `resolve` on upstream servers
-    # to the open-source build, which lets replicas come and go without a reload.
+    # to the open-source build, which lets replicas come and go without a reload. Before it, with a
+    # resolver (Docker's DNS), the app's name is resolved per request instead (nginx.conf.j2).
+    upstream_resolve = versions.nginx >= (1, 27, 3)
     context = {
         "stack": settings.domain,
         "domain": settings.domain,
@@ -164,7 +170,10 @@ def render_nginx(settings: Settings, topo: Topology, versions: ServerVersions) -
         "topo": topo,
         "proxy": settings.proxy,
         "http2_directive": versions.nginx >= (1, 25, 1),
-        "resolver": topo.nginx_resolver if versions.nginx >= (1, 27, 3) else None,
+        "resolver": topo.nginx_resolver,
+        "resolver_valid_seconds": RESOLVER_VALID_SECONDS,
+        "resolve_per_request": bool(topo.nginx_resolver) and not upstream_resolve,
+        "next_upstream_tries": 2 * settings.app.max_replicas,
         "check_seconds": settings.proxy.tls.reload_check_seconds,
         "served_dirs": served_data_dirs(settings),
     }

@@ -47,8 +47,16 @@ Network, resource_docker_network_funcs.go `resourceDockerNetworkCreate`: labels,
   internal, attachable; IPAM always {Driver: "default" (schema default of ipam_driver), Config:
   ipam_config}; CheckDuplicate=true (the Go client sets it for API < 1.44).
 Volume, resource_docker_volume.go `resourceDockerVolumeCreate`: name, labels, driver, driver_opts.
-Delete: containers `ContainerRemove(force, RemoveVolumes: remove_volumes default true)`; networks
-  and volumes (force) retried for 30 s while "has active endpoints" / "volume is in use".
+Delete, `resourceDockerContainerDelete`: unless `attach`, `ContainerStop` with `destroy_grace_seconds` as
+  its timeout (0 when unset: SIGKILL at once), then `ContainerRemove(force, RemoveVolumes: remove_volumes
+  default true)`; networks and volumes (force) retried for 30 s while "has active endpoints" / "volume is in
+  use". (`destroy`, which tears a whole test stack down, skips the stop.)
+
+An update (`update`) follows the Pulumi engine, not the provider: resources in the plan's registration order
+(which respects dependencies); an unchanged one is kept; a changed one is replaced, creating the new one
+first and deleting the old one after every other step, unless the resource says `deleteBeforeReplace`,
+which deletes it first; what the new plan no longer has is deleted last. Nearly every input of a container
+forces its replacement in the provider, so any change is a replacement here.
 
 pulumi-docker 5.2.0's schema adds `owner` and `group` to uploads ("Names are resolved using the
 Terraform host's user database; numeric IDs can be used directly"), from an upstream newer than any
@@ -124,6 +132,7 @@ _KEYS = {
         "waitTimeout",
         "attach",
         "logs",
+        "destroyGraceSeconds",
     },
 }
 _NESTED_KEYS = {
@@ -181,6 +190,7 @@ class Applied:
     stopped: list[str] = field(default_factory=list)  # not running although must_run (provider: no error)
     exit_codes: dict[str, int] = field(default_factory=dict)  # attached containers: the state's exit_code
     logs: dict[str, str] = field(default_factory=dict)  # attached containers with logs: container_logs
+    stand_ins: dict[str, str] = field(default_factory=dict)  # the plan's computed RemoteImage.imageId -> local id
 
 
 # What the program does with an attached container's outputs (name, exit_code, container_logs): the
@@ -198,50 +208,109 @@ def apply(
     `on_exit` sees each attached container's exit code and log as soon as it has exited."""
     check_inputs(resources)
     applied = Applied()
-    stand_ins: dict[str, str] = {}  # the plan's computed RemoteImage.imageId -> the local image id
-    ordered = sorted((r for r in resources if r.type in _ORDER), key=lambda r: _ORDER.index(r.type))
-    for resource in ordered:
-        label = _label(resource)
-        if resource.type in (REMOTE_IMAGE, IMAGE):
-            reference = str(resource.inputs["name" if resource.type == REMOTE_IMAGE else "imageName"])
-            image_id = _local_image(client, label, reference)
-            applied.images[reference] = image_id
-            if resource.type == REMOTE_IMAGE:
-                stand_ins[computed_outputs(resource.type, resource.name)["imageId"]] = image_id
-        elif resource.type == NETWORK:
-            applied.networks.append(_create_network(client, resource))
-        elif resource.type == VOLUME:
-            applied.volumes.append(_create_volume(client, resource))
-        else:
-            image = _container_image(client, label, str(resource.inputs.get("image", "")), stand_ins)
-            name, running = _create_container(client, resource, image, log, applied)
-            applied.containers.append(name)
-            if not running and resource.inputs.get("mustRun", True):
-                applied.stopped.append(name)
-                log(f"{label}: not running although mustRun; the provider would start it on the next update")
-            if name in applied.exit_codes:
-                log(f"{label}: exited with code {applied.exit_codes[name]}")
-                if on_exit is not None:
-                    on_exit(name, applied.exit_codes[name], applied.logs.get(name, ""))
-        log(f"{label}: done")
+    for resource in _ordered(resources):
+        _create(client, resource, applied, log, on_exit)
     return applied
+
+
+def update(
+    client: docker.DockerClient,
+    before: Sequence[PlannedResource],
+    after: Sequence[PlannedResource],
+    log: Callable[[str], None] = print,
+    on_exit: OnExit | None = None,
+) -> Applied:
+    """Take a stack created from the plan `before` to the plan `after`, in the Pulumi engine's order (the
+    module's docstring). What `after` creates is in the result; kept resources are not."""
+    check_inputs(after)
+    applied = Applied()
+    previous = {(r.type, r.name): r for r in before if r.type in _ORDER}
+    replaced: list[PlannedResource] = []
+    for resource in _ordered(after):
+        old = previous.pop((resource.type, resource.name), None)
+        if resource.type in (REMOTE_IMAGE, IMAGE) or old is None or old.inputs != resource.inputs:
+            if old is not None and resource.type not in (REMOTE_IMAGE, IMAGE):
+                if resource.delete_before_replace:
+                    _delete(client, old, log)
+                else:
+                    replaced.append(old)
+            _create(client, resource, applied, log, on_exit)
+    for old in [*reversed(replaced), *reversed(list(previous.values()))]:
+        _delete(client, old, log)
+    return applied
+
+
+def _ordered(resources: Sequence[PlannedResource]) -> list[PlannedResource]:
+    """Images, networks, volumes, containers; each kind in the plan's registration order."""
+    return sorted((r for r in resources if r.type in _ORDER), key=lambda r: _ORDER.index(r.type))
+
+
+def _create(
+    client: docker.DockerClient,
+    resource: PlannedResource,
+    applied: Applied,
+    log: Callable[[str], None],
+    on_exit: OnExit | None,
+) -> None:
+    label = _label(resource)
+    if resource.type in (REMOTE_IMAGE, IMAGE):
+        reference = str(resource.inputs["name" if resource.type == REMOTE_IMAGE else "imageName"])
+        image_id = _local_image(client, label, reference)
+        applied.images[reference] = image_id
+        if resource.type == REMOTE_IMAGE:
+            applied.stand_ins[computed_outputs(resource.type, resource.name)["imageId"]] = image_id
+    elif resource.type == NETWORK:
+        applied.networks.append(_create_network(client, resource))
+    elif resource.type == VOLUME:
+        applied.volumes.append(_create_volume(client, resource))
+    else:
+        image = _container_image(client, label, str(resource.inputs.get("image", "")), applied.stand_ins)
+        name, running = _create_container(client, resource, image, log, applied)
+        applied.containers.append(name)
+        if not running and resource.inputs.get("mustRun", True):
+            applied.stopped.append(name)
+            log(f"{label}: not running although mustRun; the provider would start it on the next update")
+        if name in applied.exit_codes:
+            log(f"{label}: exited with code {applied.exit_codes[name]}")
+            if on_exit is not None:
+                on_exit(name, applied.exit_codes[name], applied.logs.get(name, ""))
+    log(f"{label}: done")
+
+
+def _delete(client: docker.DockerClient, resource: PlannedResource, log: Callable[[str], None]) -> None:
+    """As the provider deletes: a container is stopped with its `destroyGraceSeconds` first (unless attached)."""
+    if resource.type == CONTAINER and not resource.inputs.get("attach", False):
+        grace = _int(_label(resource), "destroyGraceSeconds", resource.inputs.get("destroyGraceSeconds", 0))
+        try:
+            client.api.stop(resource.inputs["name"], timeout=grace)
+        except NotFound:
+            return
+    _remove_resource(client, resource, log)
+
+
+def _remove_resource(client: docker.DockerClient, resource: PlannedResource, log: Callable[[str], None]) -> None:
+    api = client.api
+    removals: dict[str, tuple[Callable[..., None], str]] = {
+        CONTAINER: (partial(api.remove_container, v=True, force=True), "is already in progress"),
+        NETWORK: (api.remove_network, "has active endpoints"),
+        VOLUME: (partial(api.remove_volume, force=True), "volume is in use"),
+    }
+    if resource.type in removals:
+        remove, busy = removals[resource.type]
+        if _remove(_label(resource), partial(remove, resource.inputs["name"]), busy):
+            log(f"{_label(resource)}: removed")
 
 
 def destroy(
     client: docker.DockerClient, resources: Sequence[PlannedResource], log: Callable[[str], None] = print
 ) -> None:
     """Remove every container, network and volume the plan names, whoever created them; missing ones are
-    fine. Containers first (forced), then networks, then volumes."""
-    api = client.api
-    removals: tuple[tuple[str, Callable[..., None], str], ...] = (
-        (CONTAINER, partial(api.remove_container, v=True, force=True), "is already in progress"),
-        (NETWORK, api.remove_network, "has active endpoints"),
-        (VOLUME, partial(api.remove_volume, force=True), "volume is in use"),
-    )
-    for type_, remove, busy in removals:
+    fine. Containers first (forced, without the provider's stop: a test stack goes at once), then networks,
+    then volumes."""
+    for type_ in (CONTAINER, NETWORK, VOLUME):
         for resource in resources:
-            if resource.type == type_ and _remove(_label(resource), partial(remove, resource.inputs["name"]), busy):
-                log(f"{_label(resource)}: removed")
+            if resource.type == type_:
+                _remove_resource(client, resource, log)
 
 
 # ---------------------------------------------------------------------------------------------------

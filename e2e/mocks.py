@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import secrets
 import string
 from typing import Any
@@ -145,10 +146,20 @@ def real_outputs(type_: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
 
 
 class RealMocks(PlanMocks):
-    """The plan's mocks, with the secrets and certificates computed for real."""
+    """The plan's mocks, with the secrets and certificates computed for real. A resource registered again
+    with the same inputs gets what it got the first time, as a provider keeps its outputs in the state: a
+    second plan made with the same mocks is an update of the first, not a new stack."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
-        computed = real_outputs(args.typ, reveal(dict(args.inputs)))
-        if computed is None:
-            return super().new_resource(args)
-        return f"{args.name}-id", {**args.inputs, **computed}
+        inputs = reveal(dict(args.inputs))
+        key = (args.typ, args.name, json.dumps(inputs, sort_keys=True, default=str))
+        if key not in self._kept:
+            computed = real_outputs(args.typ, inputs)
+            if computed is None:
+                return super().new_resource(args)
+            self._kept[key] = computed
+        return f"{args.name}-id", {**args.inputs, **self._kept[key]}

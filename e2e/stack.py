@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,8 +28,8 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
-from components.container import one_shot_outcome
-from e2e.applier import apply, destroy
+from components.container import LABEL_PREFIX, one_shot_outcome
+from e2e.applier import apply, destroy, update
 from e2e.images import build_all
 from e2e.mocks import RealMocks
 from harness.servers import make_certificates
@@ -71,23 +72,47 @@ def test_pki(work: Path, outside: Outside) -> dict[str, Path]:
     return files
 
 
-def e2e_config(ca_pem: str) -> tuple[dict[str, str], list[str]]:
+SettingsChange = Callable[[dict[str, Any]], None]
+
+
+def e2e_config(ca_pem: str, change: SettingsChange | None = None) -> tuple[dict[str, str], list[str]]:
     """The stack file's config, plus the stand-ins' CA for pgBackRest, restic and certbot, and the group
-    that owns this machine's Docker socket (what an operator sets in host.dockerSocketGid)."""
+    that owns this machine's Docker socket (what an operator sets in host.dockerSocketGid); `change` edits
+    the settings (as an operator edits the stack file) before they are used."""
     config, secret_keys = stack_config(STACK)
     key = f"{project_name()}:{SETTINGS_KEY}"
     settings = json.loads(config[key])
     settings["host"]["dockerSocketGid"] = DOCKER_SOCKET.stat().st_gid
     settings["backup"]["s3"]["caCertificatePem"] = ca_pem
     settings["proxy"]["tls"]["acmeCaCertificatePem"] = ca_pem
+    if change is not None:
+        change(settings)
     return {**config, key: json.dumps(settings)}, secret_keys
 
 
-def planned(ca_pem: str) -> list[PlannedResource]:
-    """The stack's resources in registration order, secrets and certificates generated for real."""
-    config, secret_keys = e2e_config(ca_pem)
-    resources, _ = run_program(STACK, RealMocks(), config, secret_keys, revealed=True)
+def planned(ca_pem: str, mocks: RealMocks, change: SettingsChange | None = None) -> list[PlannedResource]:
+    """The stack's resources in registration order, secrets and certificates generated for real (the same
+    ones as before for a second plan with the same mocks)."""
+    config, secret_keys = e2e_config(ca_pem, change)
+    resources, _ = run_program(STACK, mocks, config, secret_keys, revealed=True)
     return resources
+
+
+_REPLICA = re.compile(r"^app-(\d+)$")
+
+
+def container_name(client: docker.DockerClient, service: str) -> str:
+    """The name of the stack's container of `service` ("postgres", "app-2", ...). A replica's name carries
+    its generation (components/container.py), so replicas are found by their labels: the newest container
+    of the number, when a deploy has created the new one and not yet removed the old one."""
+    match = _REPLICA.match(service)
+    if match is None:
+        return f"{STACK}-{service}"
+    labels = [f"{LABEL_PREFIX}.stack={STACK}", f"{LABEL_PREFIX}.service=app", f"{LABEL_PREFIX}.replica={match[1]}"]
+    found = client.containers.list(all=True, filters={"label": labels})
+    if not found:
+        raise LookupError(f"no container of {service} in the {STACK} stack")
+    return str(max(found, key=lambda container: str(container.attrs["Created"])).name)
 
 
 def container_env(resources: Sequence[PlannedResource], name: str) -> dict[str, str]:
@@ -268,6 +293,18 @@ class Running:
     apply_seconds: float
     healthy_seconds: float
     pki: dict[str, Path]
+    mocks: RealMocks  # the stack's "state": what its generated secrets and certificates are
+
+
+def redeploy(
+    client: docker.DockerClient, running: Running, change: SettingsChange, log: Callable[[str], None] = print
+) -> Running:
+    """`pulumi up` after an edit of the settings: the new plan applied over the running stack in the Pulumi
+    engine's order (e2e.applier.update); the stack as it is afterwards, with the update's duration."""
+    resources = planned(running.pki["ca.crt"].read_text(), running.mocks, change)
+    started = time.monotonic()
+    update(client, running.resources, resources, log, on_exit=stop_on_failure)
+    return replace(running, resources=resources, apply_seconds=time.monotonic() - started)
 
 
 def up(client: docker.DockerClient, log: Callable[[str], None] = print) -> Running:
@@ -278,7 +315,8 @@ def up(client: docker.DockerClient, log: Callable[[str], None] = print) -> Runni
     WORK.mkdir(exist_ok=True)
     outside = Outside.of_settings()
     pki = test_pki(WORK, outside)
-    resources = planned(pki["ca.crt"].read_text())
+    mocks = RealMocks()
+    resources = planned(pki["ca.crt"].read_text(), mocks)
     started = time.monotonic()
     # The networks first, so that the stand-ins are there when the services first reach out.
     apply(client, [r for r in resources if r.type in NETWORKS_AND_VOLUMES], log)
@@ -288,7 +326,7 @@ def up(client: docker.DockerClient, log: Callable[[str], None] = print) -> Runni
     applied = time.monotonic()
     wait_until_healthy(client, [str(inputs["name"]) for inputs in services(resources)], HEALTHY_TIMEOUT_SECONDS)
     healthy = time.monotonic()
-    return Running(resources, applied - started, healthy - started, pki)
+    return Running(resources, applied - started, healthy - started, pki, mocks)
 
 
 def down(client: docker.DockerClient, log: Callable[[str], None] = print) -> None:

@@ -11,6 +11,7 @@ If Prometheus or Docker cannot be reached it keeps the current count and says wh
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import math
@@ -125,6 +126,18 @@ class DockerApi:
         _request(self._endpoint(f"/containers/{replica.id}/stop?t={timeout_seconds}"), method="POST")
 
 
+def rolling_indexes(replicas: list[Replica]) -> list[int]:
+    """Replica numbers held by two containers: a deploy is replacing them (the new one is created before
+    the old one goes), and what runs is Pulumi's business until it is done."""
+    counted = collections.Counter(replica.index for replica in replicas)
+    return sorted(index for index, count in counted.items() if count > 1)
+
+
+def rolling_reason(indexes: list[int]) -> str:
+    listed = ", ".join(str(index) for index in indexes)
+    return f"a deploy is rolling (replica {listed} old and new): keeping the current count until it is done"
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.desired = Gauge("stories_scaler_desired_replicas", "Replicas the last decision wanted", registry=registry)
@@ -158,6 +171,10 @@ class Scaler:
             return None
         running = [replica for replica in replicas if replica.running]
         self.metrics.running.set(len(running))
+        rolling = rolling_indexes(replicas)
+        if rolling:
+            LOG.info(json.dumps({"time": now.isoformat(), "action": "none", "reason": rolling_reason(rolling)}))
+            return None
         try:
             signals = self.signals()
         except UnavailableError as error:

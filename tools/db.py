@@ -50,6 +50,7 @@ from tools.ops import (
     monitor_conninfo,
     psql_env,
     query_json,
+    running_container,
 )
 from tools.status import Paint, duration, parse_time, size
 
@@ -586,7 +587,7 @@ def logs_argv(cli: DockerCli, service: str, tail: int, follow: bool) -> list[str
         "--tail",
         str(tail),
         *(["--follow"] if follow else []),
-        f"{cli.stack}-{service}",
+        running_container(cli, service),
     ]
 
 

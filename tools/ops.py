@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -139,6 +140,28 @@ def container_name(stack: str, service: str) -> str:
     return f"{stack}-{service}"
 
 
+_REPLICA = re.compile(r"^app-(\d+)$")
+
+
+def running_container(engine: Engine, service: str) -> str:
+    """The container of `service` to exec into or read: `<stack>-<service>`, except for an app replica
+    ("app-2"), whose name carries its generation (components/container.py): the newest running container
+    with its labels, or its plain name when none runs (the docker CLI then says what is wrong)."""
+    match = _REPLICA.match(service)
+    if match is None:
+        return container_name(engine.stack, service)
+    labels = [
+        f"{LABEL_PREFIX}.stack={engine.stack}",
+        f"{LABEL_PREFIX}.service=app",
+        f"{LABEL_PREFIX}.replica={match[1]}",
+    ]
+    listed = engine.docker(
+        "ps", *(part for label in labels for part in ("--filter", f"label={label}")), "--format", "{{.Names}}"
+    )
+    names = listed.split()
+    return names[0] if names else container_name(engine.stack, service)  # docker ps lists the newest first
+
+
 class DockerCli:
     """The docker CLI on the stack's Docker host (`docker -H <host.dockerHost>`)."""
 
@@ -177,7 +200,7 @@ class DockerCli:
 
     def logs(self, service: str, since: str, timeout: float | None = DEFAULT_TIMEOUT) -> str:
         """The service's container log since `since` (RFC 3339), both streams as the container wrote them."""
-        argv = [*self.prefix(), "logs", "--since", since, container_name(self.stack, service)]
+        argv = [*self.prefix(), "logs", "--since", since, running_container(self, service)]
         try:
             result = subprocess.run(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False
@@ -198,7 +221,7 @@ class DockerCli:
             options.append("-t")
         for name in env_names:
             options += ["-e", name]
-        return [*self.prefix(), "exec", *options, container_name(self.stack, service), *argv]
+        return [*self.prefix(), "exec", *options, running_container(self, service), *argv]
 
     def run(
         self,
@@ -303,7 +326,7 @@ class DockerCredentials:
         self.engine = engine
 
     def _env(self, service: str) -> list[str]:
-        name = container_name(self.engine.stack, service)
+        name = running_container(self.engine, service)
         try:
             text = self.engine.docker("inspect", "--format", "{{json .Config.Env}}", name)
         except CommandError as error:

@@ -48,6 +48,8 @@ class PlannedResource:
     name: str
     parent: str | None
     inputs: dict[str, Any]
+    # The resource option the e2e applier follows on a replacement (not part of the plan's JSON).
+    delete_before_replace: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": self.inputs}
@@ -188,7 +190,13 @@ class RecordingMonitor(mocks.MockMonitor):
             return super().RegisterResource(request)  # type: ignore[no-untyped-call]
         raw = rpc.deserialize_properties(request.object)
         self.recorded.append(
-            PlannedResource(request.type, request.name, _parent_name(request.parent), self.shown(request.type, raw))
+            PlannedResource(
+                request.type,
+                request.name,
+                _parent_name(request.parent),
+                self.shown(request.type, raw),
+                bool(request.deleteBeforeReplace),
+            )
         )
         urn = self.make_urn(request.parent, request.type, request.name)
         args = pulumi.runtime.MockResourceArgs(

@@ -48,6 +48,7 @@ class StackDiff:
     changed: dict[str, list[tuple[str, Any, Any]]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    restarts: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -142,12 +143,58 @@ def compare(stack: str, base: StackPlan, head: StackPlan) -> StackDiff:
         ]
         if changes:
             diff.changed[key] = changes
+    diff.restarts = what_restarts(diff, head)
     for name in sorted(set(base.files) | set(head.files)):
         old, new = base.files.get(name, ""), head.files.get(name, "")
         if old != new:
             lines = difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{name}", f"b/{name}")
             diff.files[name] = "".join(lines)
     return diff
+
+
+CONTAINER = "docker:index/container:Container"
+DOCKER_STOP_DEFAULT_SECONDS = 10
+
+
+def _labels(inputs: dict[str, Any]) -> dict[str, str]:
+    return {str(item["label"]).rsplit(".", 1)[-1]: str(item["value"]) for item in inputs.get("labels") or []}
+
+
+def what_restarts(diff: StackDiff, head: StackPlan) -> list[str]:
+    """What the changed containers cost the running stack (README "Deploys"): the app's replicas roll, a
+    service whose files changed and who reloads them does so, a one-shot runs again, and every other
+    changed container is replaced, so its service is down from its stop until the new one is healthy."""
+    changed = {key for key in diff.changed if key.startswith(CONTAINER)}
+    notes: list[str] = []
+    for key in sorted(changed):
+        inputs = head.resources[key]
+        labels, name = _labels(inputs), key.rsplit("/", 1)[-1]
+        if labels.get("role") == "config":
+            service = key.removesuffix("-config")
+            if service not in changed and service in head.resources:
+                notes.append(f"{labels['service']}: reloads its new files, no restart")
+        elif "replica" in labels:
+            notes.append(ROLLING_NOTE)
+        elif inputs.get("attach"):
+            notes.append(f"{name}: runs again, once, before the app's replicas")
+        else:
+            notes.append(f"{name}: restarts: {_downtime(inputs)}")
+    return list(dict.fromkeys(notes))  # the replicas' note once
+
+
+ROLLING_NOTE = "app: the replicas roll one at a time, each new one healthy before the next; no downtime"
+
+
+def _downtime(inputs: dict[str, Any]) -> str:
+    stop = inputs.get("stopTimeout") or DOCKER_STOP_DEFAULT_SECONDS
+    check = inputs.get("healthcheck") or {}
+    ready = (
+        f"its new container is healthy (checked every {check.get('interval', '30s')}, "
+        f"start period {check.get('startPeriod', '0s')})"
+        if check
+        else "its new container runs"
+    )
+    return f"down from its stop (up to {stop} s) until {ready}"
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -165,6 +212,8 @@ def markdown(diffs: list[StackDiff], base_ref: str) -> str:
         counts = f"{len(diff.added)} added, {len(diff.removed)} removed, {len(diff.changed)} changed"
         lines += [f"### {diff.stack}: {counts}, {len(diff.files)} config file(s) changed", ""]
         lines += [f"- **error** {error}" for error in diff.errors]
+        if diff.restarts:
+            lines += ["**What the running stack feels:**", "", *(f"- {note}" for note in diff.restarts), ""]
         lines += [f"- added `{key}`" for key in diff.added]
         lines += [f"- removed `{key}`" for key in diff.removed]
         for key, changes in diff.changed.items():

@@ -26,7 +26,7 @@ import requests
 import urllib3
 
 from e2e.applier import apply
-from e2e.stack import STACK, Running, container_env, wait_until_healthy
+from e2e.stack import STACK, Running, container_env, container_name, wait_until_healthy
 from tools.plan import CONTAINER, PlannedResource, settings_for
 
 pytestmark = pytest.mark.engine
@@ -39,10 +39,6 @@ NGINX_CONF = "/etc/stories/nginx/nginx.conf"
 RESTORE_ROOT = "/var/lib/stories-backup"  # the backup container's work volume, where `restore --into` may write
 PROBE = f"cover-{secrets.token_hex(4)}.png"
 CONTENT = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(4096)
-
-
-def name(service: str) -> str:
-    return f"{STACK}-{service}"
 
 
 def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 2.0) -> Any:
@@ -62,7 +58,7 @@ def eventually(check: Callable[[], Any], timeout: float, what: str, interval: fl
 
 
 def run_in(engine: docker.DockerClient, service: str, command: list[str]) -> str:
-    result = engine.containers.get(name(service)).exec_run(command)
+    result = engine.containers.get(container_name(engine, service)).exec_run(command)
     output = result.output.decode(errors="replace") if isinstance(result.output, bytes) else ""
     assert result.exit_code == 0, f"{service}: {command[:3]} exited {result.exit_code}:\n{output}"
     return output
@@ -75,7 +71,7 @@ def instant(text: str) -> datetime:
 
 
 def state(engine: docker.DockerClient, service: str) -> dict[str, Any]:
-    found: dict[str, Any] = engine.api.inspect_container(name(service))["State"]
+    found: dict[str, Any] = engine.api.inspect_container(container_name(engine, service))["State"]
     return found
 
 
@@ -117,11 +113,11 @@ def test_the_migration_exited_0_before_any_replica_started(stack: Running, engin
             started = instant(state(engine, replica)["StartedAt"])
             assert instant(ended["FinishedAt"]) < started, f"{one_shot} finished after {replica} started"
     assert state(engine, f"app-{SETTINGS.app.max_replicas}")["Status"] == "created"  # the scaler's, never started
-    log = engine.containers.get(name("app-migration")).logs().decode(errors="replace")
+    log = engine.containers.get(container_name(engine, "app-migration")).logs().decode(errors="replace")
     assert "migrate: applied 0001_standin" in log and "sslmode=verify-full" in log, log
     assert "host=postgres port=5432" in log and "pgbouncer" not in log.lower(), "straight to Postgres"
-    networks = engine.api.inspect_container(name("app-migration"))["NetworkSettings"]["Networks"]
-    assert set(networks) == {name("data")}
+    networks = engine.api.inspect_container(container_name(engine, "app-migration"))["NetworkSettings"]["Networks"]
+    assert set(networks) == {container_name(engine, "data")}
     runs = psql(engine, "SELECT count(*), min(applied_by) FROM standin_migrations WHERE name = '0001_standin'")
     assert runs.split("|") == ["1", "app-migration"], runs
     assert psql(engine, "SELECT extname FROM pg_extension WHERE extname = 'pgcrypto'") == "pgcrypto"
@@ -180,13 +176,19 @@ def cron_calls() -> dict[str, dict[str, int]] | None:
 def test_each_cron_route_is_called_with_the_stacks_secret(stack: Running, engine: docker.DockerClient) -> None:
     calls = eventually(cron_calls, 100, "an authorized call of every cron route", interval=5)
     assert {path: calls[path]["unauthorized"] for path in CRON_PATHS} == dict.fromkeys(CRON_PATHS, 0), calls
-    secret = container_env(stack.resources, name("cron"))["CRON_SECRET"]
-    assert container_env(stack.resources, name("app-1"))["CRON_SECRET"] == secret and len(secret) == 48
-    lines = [json_line(line) for line in engine.containers.get(name("cron")).logs().decode().splitlines()]
+    secret = container_env(stack.resources, container_name(engine, "cron"))["CRON_SECRET"]
+    assert (
+        container_env(stack.resources, container_name(engine, "app-1"))["CRON_SECRET"] == secret and len(secret) == 48
+    )
+    lines = [
+        json_line(line) for line in engine.containers.get(container_name(engine, "cron")).logs().decode().splitlines()
+    ]
     done = {line["cronjob"] for line in lines if line.get("code") == "200" and line.get("success")}
     assert done == {job.name for job in SETTINGS.cron.jobs}, lines[-10:]
     for service in ("cron", "app-1", "app-2"):
-        assert secret not in engine.containers.get(name(service)).logs().decode(errors="replace"), service
+        assert secret not in engine.containers.get(container_name(engine, service)).logs().decode(errors="replace"), (
+            service
+        )
     # Without the bearer the route refuses (through nginx, from outside) and the refusal is counted.
     path = "/api/cron/hard-delete"
     assert site("GET", path).status == 401
@@ -267,14 +269,14 @@ def test_the_cover_survives_a_redeploy_of_the_replicas(stack: Running, engine: d
     names = [str(r.inputs["name"]) for r in planned if r.type == CONTAINER]
     before = {n: engine.api.inspect_container(n)["Id"] for n in names}
     # The scaler would start the stopped replica while the others are away: it waits for the redeploy.
-    engine.api.stop(name("scaler"), timeout=15)
+    engine.api.stop(container_name(engine, "scaler"), timeout=15)
     try:
         for each in names:
             engine.api.remove_container(each, force=True)
         apply(engine, planned, log=lambda line: None)
         eventually(lambda: in_replica(engine, "app-1", "GET", f"/api/files/covers/{PROBE}"), 60, "app-1 answers")
     finally:
-        engine.api.start(name("scaler"))
+        engine.api.start(container_name(engine, "scaler"))
     assert all(engine.api.inspect_container(n)["Id"] != before[n] for n in names), "new containers"
     assert state(engine, f"app-{SETTINGS.app.max_replicas}")["Status"] == "created"
     # nginx 1.22 (the e2e stand-in) resolves its upstream when it starts or reloads: the replicas' new addresses.
@@ -283,4 +285,8 @@ def test_the_cover_survives_a_redeploy_of_the_replicas(stack: Running, engine: d
     assert in_replica(engine, "app-2", "GET", f"/api/files/covers/{PROBE}") == CONTENT
     eventually(lambda: site("GET", f"/covers/{PROBE}").data == CONTENT, 30, "nginx serves the cover")
     eventually(lambda: site("GET", SETTINGS.app.health_path).status == 200, 60, "nginx reaches the new replicas")
-    wait_until_healthy(engine, [name("app-1"), name("app-2"), name("scaler")], 120)
+    wait_until_healthy(
+        engine,
+        [container_name(engine, "app-1"), container_name(engine, "app-2"), container_name(engine, "scaler")],
+        120,
+    )

@@ -24,7 +24,7 @@ import urllib3
 from docker.models.containers import Container
 
 from configs import monitoring
-from e2e.stack import ACME_STANDIN, PEBBLE_MANAGEMENT_PORT, STACK, Running, services
+from e2e.stack import ACME_STANDIN, PEBBLE_MANAGEMENT_PORT, STACK, Running, container_name, services
 from tools.plan import CONTAINER, settings_for
 
 pytestmark = pytest.mark.engine
@@ -37,7 +37,7 @@ AUTHENTICATION_FAILURES = ("password authentication failed", "no pg_hba.conf ent
 
 
 def container(engine: docker.DockerClient, service: str) -> Container:
-    return engine.containers.get(f"{STACK}-{service}")
+    return engine.containers.get(container_name(engine, service))
 
 
 def run_in(engine: docker.DockerClient, service: str, command: list[str]) -> tuple[int, str]:
@@ -214,7 +214,7 @@ def test_backups_and_the_restore_drill_run_green_in_the_backup_container(
 
 
 def test_the_scaler_starts_a_replica_on_load_and_stops_it_again(stack: Running, engine: docker.DockerClient) -> None:
-    third = f"{STACK}-app-{SETTINGS.app.max_replicas}"
+    third = container_name(engine, f"app-{SETTINGS.app.max_replicas}")
     sessions = SETTINGS.scaling.load.sessions_per_replica * SETTINGS.app.max_replicas
     opened = site_post(f"/api/sessions?seconds=40&count={sessions}")
     assert opened == 200

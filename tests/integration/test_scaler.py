@@ -69,12 +69,14 @@ class FakeDocker:
     running: set[int]
     calls: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    rolling: set[int] = field(default_factory=set)  # replicas a deploy has created anew, the old one still there
 
     def containers(self) -> list[dict[str, Any]]:
         apps = [
             self._container(f"id-{index}", "app", index, index in self.running) for index in range(1, self.replicas + 1)
         ]
-        return [*apps, self._container("id-db", "postgres", None, True)]
+        new = [self._container(f"id-{index}-new", "app", index, True) for index in sorted(self.rolling)]
+        return [*apps, *new, self._container("id-db", "postgres", None, True)]
 
     @staticmethod
     def _container(container_id: str, service: str, replica: int | None, running: bool) -> dict[str, Any]:
@@ -193,8 +195,9 @@ def rig(environment: Environment) -> Iterator[Rig]:
     http_server.shutdown()
 
 
-def reset(rig: Rig, running: set[int]) -> None:
+def reset(rig: Rig, running: set[int], rolling: set[int] | None = None) -> None:
     rig.docker.running = set(running)
+    rig.docker.rolling = set(rolling or ())
     rig.docker.calls.clear()
     rig.scaler.history = type(rig.scaler.history)()
 
@@ -210,6 +213,23 @@ def test_school_hours_start_the_third_replica_and_max_is_never_exceeded(rig: Rig
     assert rig.decide_over(monday_ten + timedelta(minutes=1), 5) == []
     assert rig.docker.running == {1, 2, 3} and not rig.docker.refused
     assert rig.registry.get_sample_value("stories_scaler_desired_replicas") == 3
+
+
+def test_a_rolling_deploy_is_left_alone_until_it_is_done(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """During a deploy replica 1 has its old and its new container: the scaler starts and stops nothing
+    (school hours would start replica 3), and once the old one is gone it decides again."""
+    reset(rig, {1, 2}, rolling={1})
+    rig.sessions.set(0)
+    rig.wait_for("sum(stories_active_sessions)", 0)
+    caplog.set_level(logging.INFO, logger="scaler")
+    monday_ten = datetime(2027, 5, 10, 10, 0, tzinfo=BERLIN)
+    assert rig.decide_over(monday_ten, 3) == []
+    assert "a deploy is rolling (replica 1 old and new)" in caplog.text
+    assert rig.registry.get_sample_value("stories_scaler_errors_total", {"kind": "docker"}) in (None, 0)
+    rig.docker.rolling.clear()
+    assert rig.decide_over(monday_ten + timedelta(minutes=3), 1) == [
+        (0, f"POST /v{ENGINE_API_VERSION}/containers/id-3/start")
+    ]
 
 
 def test_night_scales_down_after_the_stabilisation_period_never_below_the_floor(rig: Rig) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import secrets
 import socket
 import threading
 import urllib.error
@@ -21,7 +22,7 @@ from configs.monitoring import CRON_METRICS_PORT
 from cron.service import Caller, Cron, CronConfig, JobConfig
 from tools.plan import settings_for
 
-SECRET = "s3cr3t-token-for-the-tests-only"
+SECRET = secrets.token_urlsafe(32)  # generated for the run
 JOB = JobConfig(name="hard-delete", path="/api/cron/hard-delete", schedule="* * * * *")
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tools.plan_diff import StackPlan, compare, flatten, markdown
+from tools.plan_diff import CONTAINER, ROLLING_NOTE, StackPlan, compare, flatten, markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E = pytest.mark.e2e
@@ -101,6 +103,45 @@ def test_secrets_never_show_and_resources_added_or_removed() -> None:
     assert diff.changed == {"t a": [("envs[0]", "A=1", "A=2")]}
     assert not diff.files
     assert "[secret]" not in markdown([diff], "main").replace("TOKEN=[secret]", "")
+
+
+def container(name: str, labels: dict[str, str], **inputs: Any) -> tuple[str, dict[str, Any]]:
+    listed = [{"label": f"org.1001stories.{key}", "value": value} for key, value in labels.items()]
+    return f"{CONTAINER} svc/{name}", {"labels": listed, **inputs}
+
+
+def test_the_diff_says_what_restarts_what_rolls_and_what_reloads() -> None:
+    check = {"interval": "10s", "startPeriod": "30s"}
+    base = dict(
+        [
+            container("postgres", {"service": "postgres"}, image="a", stopTimeout=60, healthcheck=check),
+            container("app-1", {"service": "app", "replica": "1"}, image="a"),
+            container("app-2", {"service": "app", "replica": "2"}, image="a"),
+            container("app-migration", {"service": "app"}, image="a", attach=True),
+            container("nginx", {"service": "nginx"}, image="n"),
+            container("nginx-config", {"service": "nginx", "role": "config"}, uploads=[{"file": "/c", "content": "1"}]),
+            container("redis", {"service": "redis"}, image="r"),
+        ]
+    )
+    head = copy.deepcopy(base)
+    for name in ("postgres", "app-1", "app-2", "app-migration"):
+        head[f"{CONTAINER} svc/{name}"]["image"] = "b"
+    head[f"{CONTAINER} svc/nginx-config"]["uploads"][0]["content"] = "2"
+    notes = compare("prod", StackPlan(base, {}), StackPlan(head, {})).restarts
+    assert notes == [
+        ROLLING_NOTE,
+        "app-migration: runs again, once, before the app's replicas",
+        "nginx: reloads its new files, no restart",
+        "postgres: restarts: down from its stop (up to 60 s) until its new container is healthy "
+        "(checked every 10s, start period 30s)",
+    ]
+    assert "**What the running stack feels:**" in markdown(
+        [compare("prod", StackPlan(base, {}), StackPlan(head, {}))], "m"
+    )
+    head[f"{CONTAINER} svc/nginx"]["image"] = "n2"  # nginx itself replaced: its files are no reload then
+    notes = compare("prod", StackPlan(base, {}), StackPlan(head, {})).restarts
+    assert "nginx: reloads its new files, no restart" not in notes
+    assert "nginx: restarts: down from its stop (up to 10 s) until its new container runs" in notes
 
 
 def test_keyed_lists_compare_by_key() -> None:

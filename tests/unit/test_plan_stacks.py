@@ -20,20 +20,15 @@ NETWORK = "docker:index/network:Network"
 
 
 def containers(plan: Plan) -> dict[str, dict[str, Any]]:
-    """The services' containers by name without the stack prefix (config containers apart)."""
-    return {
-        str(r.inputs["name"]).split("-", 1)[1]: r.inputs
-        for r in plan.of_type(CONTAINER)
-        if label(r.inputs, "role") != "config"
-    }
+    """The services' containers by resource name: the container's name without the stack prefix (and,
+    for an app replica, without its generation), config containers apart."""
+    return {r.name: r.inputs for r in plan.of_type(CONTAINER) if label(r.inputs, "role") != "config"}
 
 
 def config_containers(plan: Plan) -> dict[str, dict[str, Any]]:
     """Each service's config container (the one that receives its uploads), by the service's name."""
     return {
-        str(r.inputs["name"]).split("-", 1)[1].removesuffix("-config"): r.inputs
-        for r in plan.of_type(CONTAINER)
-        if label(r.inputs, "role") == "config"
+        r.name.removesuffix("-config"): r.inputs for r in plan.of_type(CONTAINER) if label(r.inputs, "role") == "config"
     }
 
 
@@ -50,7 +45,7 @@ def networks_of(inputs: dict[str, Any]) -> set[str]:
 
 
 def replicas(plan: Plan) -> dict[str, dict[str, Any]]:
-    """The app's replicas (the containers with a replica label), by name without the stack prefix."""
+    """The app's replicas (the containers with a replica label), by resource name ("app-1")."""
     return {name: inputs for name, inputs in containers(plan).items() if label(inputs, "replica")}
 
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,11 +24,12 @@ from configs.render import (
 )
 from model.loading import load_settings
 from model.settings import Settings
-from model.topology import container_topology
+from model.topology import LoopbackPorts, container_topology, loopback_topology
 from tests.unit.test_settings import MINIMAL, with_change
 
 SETTINGS = load_settings(MINIMAL)
 TOPO = container_topology(SETTINGS)
+LOOPBACK = loopback_topology(SETTINGS, Path("/t"), LoopbackPorts(1, 2, 3, 4, 5, 6, (7, 8)))
 PINNED = image_versions(SETTINGS)
 DEBIAN = ServerVersions(postgres=(15,), pgbouncer=(1, 18, 0), redis=(7, 0, 15), nginx=(1, 22, 1))
 
@@ -43,9 +45,17 @@ def test_nginx_directives_follow_the_version() -> None:
     assert "http2 on;" in pinned and "resolver 127.0.0.11" in pinned
     # One upstream name, the alias every replica has: Docker's DNS answers with the running ones.
     assert re.search(r"server app:3000 max_fails=2 fail_timeout=10s resolve;", pinned)
+    assert "$app_backend" not in pinned
+    # Before 1.27.3 an upstream block resolves once: the app's name goes through a variable, resolved by
+    # Docker's DNS per request (every proxy_pass to the app uses it), and no upstream block is written.
     old = render_nginx(SETTINGS, TOPO, DEBIAN)["nginx.conf"]
-    assert "http2 on;" not in old and "resolve" not in old
-    assert re.search(r"server app:3000 max_fails=2 fail_timeout=10s;", old)
+    assert "http2 on;" not in old and " resolve;" not in old and "upstream app_upstream" not in old
+    assert "resolver 127.0.0.11 valid=5s" in old and "set $app_backend app:3000;" in old
+    assert old.count("proxy_pass http://$app_backend;") == pinned.count("proxy_pass http://app_upstream;") > 0
+    # On loopback (the integration tests' topology: fixed ports, no resolver) the upstream block stays.
+    loopback = render_nginx(SETTINGS, LOOPBACK, DEBIAN)["nginx.conf"]
+    assert "upstream app_upstream" in loopback and "$app_backend" not in loopback
+    assert not re.search(r"^\s*resolver ", loopback, re.MULTILINE)
 
 
 def test_nginx_rates_and_limits_come_from_settings() -> None:
@@ -114,12 +124,7 @@ def test_alertmanager_without_receivers_keeps_alerts() -> None:
 
 
 def test_loopback_topology_changes_only_hosts_ports_and_paths() -> None:
-    from pathlib import Path
-
-    from model.topology import LoopbackPorts, loopback_topology
-
-    ports = LoopbackPorts(1, 2, 3, 4, 5, 6, (7, 8))
-    loop = loopback_topology(SETTINGS, Path("/t"), ports)
+    loop = LOOPBACK
     deployed = render_pgbouncer(SETTINGS, TOPO, PINNED)["pgbouncer.ini"].splitlines()
     tested = render_pgbouncer(SETTINGS, loop, PINNED)["pgbouncer.ini"].splitlines()
     differing = [(a, b) for a, b in zip(deployed, tested, strict=True) if a != b]

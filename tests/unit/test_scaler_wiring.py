@@ -86,8 +86,8 @@ def test_the_scaler_sees_the_replicas_and_nothing_else() -> None:
     replicas, never their config containers (created, never started: starting one would be a bug)."""
     plan = plan_of("prod")
     selected = [
-        r.inputs["name"]
+        r.name
         for r in plan.of_type(CONTAINER)
         if label(r.inputs, "stack") == "prod" and label(r.inputs, "service") == "app" and label(r.inputs, "replica")
     ]
-    assert sorted(selected) == ["prod-app-1", "prod-app-2", "prod-app-3"]
+    assert sorted(selected) == ["app-1", "app-2", "app-3"]

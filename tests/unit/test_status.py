@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import stat
 import tarfile
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,9 @@ from tools.plan import settings_for
 SAMPLES = Path(__file__).parent / "status_samples"
 NOW = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
 FIXTURE_SECRETS = ("fixture-cipher-secret-1d8f", "fixture-redis-secret-77aa", "fixture-app-secret-9c2e")
+
+
+SECRET_VALUE = secrets.token_urlsafe(12)  # generated: no literal secret in the tests
 
 
 def sample(name: str) -> str:
@@ -379,7 +383,7 @@ def test_top_statements() -> None:
 
 
 def test_string_literals_never_reach_the_screen() -> None:
-    assert db.redact_literals("CREATE ROLE x LOGIN PASSWORD 'hunter2''s'") == "CREATE ROLE x LOGIN PASSWORD '?'"
+    assert db.redact_literals(f"CREATE ROLE x LOGIN PASSWORD '{SECRET_VALUE}''s'") == "CREATE ROLE x LOGIN PASSWORD '?'"
     assert db.redact_literals("ALTER ROLE x PASSWORD E'se\\'cret'") == "ALTER ROLE x PASSWORD '?'"
     assert db.redact_literals("SELECT U&'d\\0061t' || B'101' || 'it''s'") == "SELECT '?' || '?' || '?'"
     assert db.redact_literals("DO $body$ BEGIN PERFORM 'x'; END $body$") == "DO '?'"
@@ -457,11 +461,11 @@ def fake_docker(tmp_path: Path) -> str:
 
 def test_docker_exec_hands_secrets_over_by_name_only(tmp_path: Path) -> None:
     cli = ops.DockerCli("ssh://ops@db.example.org", "prod", docker=fake_docker(tmp_path))
-    result = cli.run("postgres", ["psql", "-c", "SELECT 1"], stdin="input\n", env={"PGPASSWORD": "s3cr3t-value"})
+    result = cli.run("postgres", ["psql", "-c", "SELECT 1"], stdin="input\n", env={"PGPASSWORD": SECRET_VALUE})
     lines = result.stdout.splitlines()
     assert lines[0] == "ARGS -H ssh://ops@db.example.org exec -i -e PGPASSWORD prod-postgres psql -c SELECT 1"
-    assert lines[1:] == ["ENV s3cr3t-value", "input"]
-    assert "s3cr3t-value" not in " ".join(cli.exec_argv("postgres", ["psql"], ["PGPASSWORD"], True, True))
+    assert lines[1:] == [f"ENV {SECRET_VALUE}", "input"]
+    assert SECRET_VALUE not in " ".join(cli.exec_argv("postgres", ["psql"], ["PGPASSWORD"], True, True))
 
 
 def test_a_failing_command_names_service_and_program_not_the_secret(tmp_path: Path) -> None:
@@ -470,16 +474,20 @@ def test_a_failing_command_names_service_and_program_not_the_secret(tmp_path: Pa
     script.chmod(0o755)
     cli = ops.DockerCli("unix:///var/run/docker.sock", "prod", docker=str(script))
     with pytest.raises(ops.CommandError, match=r"^redis: redis-cli failed: Error: No such container: prod-redis$"):
-        cli.run("redis", ["redis-cli", "INFO"], env={"REDISCLI_AUTH": "s3cr3t-value"})
+        cli.run("redis", ["redis-cli", "INFO"], env={"REDISCLI_AUTH": SECRET_VALUE})
 
 
 class CredentialEngine:
     stack = "prod"
 
     def docker(self, *args: str, timeout: float | None = 120) -> str:
+        if args[0] == "ps":  # the running replica 1 by its labels: its name carries its generation
+            assert "label=org.1001stories.replica=1" in args and "label=org.1001stories.service=app" in args
+            return "prod-app-1-0a1b2c3d\n"
         assert args[:3] == ("inspect", "--format", "{{json .Config.Env}}")
         if args[3] == "prod-redis-exporter":
             return json.dumps(["REDIS_ADDR=redis://redis:6379", "REDIS_USER=exporter", "REDIS_PASSWORD=exp/pw+1"])
+        assert args[3] == "prod-app-1-0a1b2c3d", args
         return json.dumps(["DATABASE_URL=postgresql://stories_user:a%2Fb%40c@pgbouncer:6432/stories_db?pgbouncer=true"])
 
     def docker_bytes(self, *args: str, timeout: float | None = 120) -> bytes:

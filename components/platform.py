@@ -22,7 +22,7 @@ from components.network import Networks
 from components.pooler import Pooler
 from components.proxy import Proxy
 from components.scaler import AppScaler
-from configs.render import image_versions, render_all
+from configs.render import image_versions, render_monitoring
 from model.settings import Settings
 from model.topology import container_topology
 
@@ -43,7 +43,6 @@ class Platform(pulumi.ComponentResource):
         super().__init__("stories:platform:Platform", name, None, opts)
         topo = container_topology(settings)
         versions = image_versions(settings)
-        files = render_all(settings, topo, versions)
         docker_provider = docker.Provider(
             "docker",
             host=settings.host.docker_host,
@@ -84,7 +83,7 @@ class Platform(pulumi.ComponentResource):
             "backup", ctx, postgres_image, bucket, shared, app.data_volumes, backup_work, on_docker(database, cache)
         )
         if settings.monitoring.enabled:
-            Monitoring("monitoring", ctx, files, secrets, on_docker())
+            Monitoring("monitoring", ctx, render_monitoring(settings), secrets, on_docker())
         if settings.scaling.enabled:
             AppScaler("scaler", ctx, on_docker(app))
         if settings.cron.enabled:

@@ -8,6 +8,7 @@ import hmac
 import re
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 
@@ -15,6 +16,7 @@ from configs import monitoring
 from configs.credentials import redis_acl_hash, scram_sha256_verifier
 from configs.render import (
     ServerVersions,
+    TemplateCache,
     image_versions,
     render_nginx,
     render_pgbouncer,
@@ -156,3 +158,41 @@ def test_app_metrics_are_scraped_only_when_the_app_exports_them() -> None:
     # Found by DNS, so a replica the scaler keeps stopped is not a target that is down.
     assert app["dns_sd_configs"] == [{"names": ["app"], "type": "A", "port": 3000, "refresh_interval": "15s"}]
     assert "static_configs" not in app
+
+
+def _cached_env(templates: Path, cache: Path) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(templates), bytecode_cache=TemplateCache(cache))
+
+
+def test_compiled_templates_are_reused_until_their_source_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    templates, cache = tmp_path / "templates", tmp_path / "templates" / "__pycache__"
+    templates.mkdir()
+    (templates / "a.conf.j2").write_text("port = {{ port }}")
+    assert _cached_env(templates, cache).get_template("a.conf.j2").render(port=1) == "port = 1"
+    assert len(list(cache.iterdir())) == 1  # the directory is made on the first write
+
+    compiled: list[str] = []
+    compile_ = jinja2.Environment.compile
+
+    def counting(self: jinja2.Environment, source: str, name: str | None = None, *args: object) -> object:
+        compiled.append(str(name))
+        return compile_(self, source, name, *args)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    assert _cached_env(templates, cache).get_template("a.conf.j2").render(port=2) == "port = 2"
+    assert compiled == []  # another process (a new environment) loads the compiled code
+    (templates / "a.conf.j2").write_text("listen = {{ port }}")
+    assert _cached_env(templates, cache).get_template("a.conf.j2").render(port=3) == "listen = 3"
+    assert compiled == ["a.conf.j2"]
+
+
+def test_templates_render_where_the_cache_cannot_be_written(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "a.conf.j2").write_text("port = {{ port }}")
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")  # the cache's directory can be neither read nor made, whoever runs the test
+    env = _cached_env(templates, blocked / "__pycache__")
+    assert env.get_template("a.conf.j2").render(port=1) == "port = 1"

@@ -154,6 +154,13 @@ def served_data_dirs(settings: Settings) -> list[ServedDir]:
     ]
 
 
+def render_files_server(settings: Settings, port: int, data_root: str, scratch_dir: str, health_path: str) -> str:
+    """The Kubernetes target's static server of the served data directories (the directory `<name>` of
+    each under `data_root`): what the Docker target's nginx does with `alias`."""
+    context = {"port": port, "data_root": data_root, "scratch_dir": scratch_dir, "health_path": health_path}
+    return _render("files/nginx.conf.j2", served_dirs=served_data_dirs(settings), **context)
+
+
 def render_nginx(settings: Settings, topo: Topology, versions: ServerVersions) -> Files:
     # nginx 1.25.1 moved HTTP/2 to its own directive; 1.27.3 brought `resolve` on upstream servers
     # to the open-source build, which lets replicas come and go without a reload.

@@ -922,7 +922,7 @@ class KubePrometheusStackChart(HelmChart):
 
 
 class EnvoyGatewayChart(HelmChart):
-    version: ChartVersion = "v1.3.2"
+    version: ChartVersion = "v1.8.3"
     namespace: K8sName = "envoy-gateway-system"
 
 

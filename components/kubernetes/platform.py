@@ -14,8 +14,9 @@ import pulumi_kubernetes as k8s
 from components.backup_bucket import BackupBucket
 from components.kubernetes.objects import Group
 from components.kubernetes.secrets import Secrets
-from configs.kubernetes import app, monitoring, network, postgres, redis, scaling
+from configs.kubernetes import app, files, gateway, monitoring, network, postgres, redis, scaling
 from configs.kubernetes.operators import charts
+from configs.render import served_data_dirs
 from model.settings import Settings
 
 PROMETHEUS_SERVICE = "kube-prometheus-stack-prometheus"  # the chart's Service, for the release's name
@@ -74,6 +75,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             if settings.monitoring.grafana.enabled:
                 documents += monitoring.dashboards(settings, namespace)
             Group("monitoring", documents, on_cluster(ns))
+        self._front_door(settings, on_cluster(ns))
         Group("network", network.network_policies(settings, namespace), on_cluster(ns))
         self.outputs["cronSecret"] = stack_secrets.cron_secret.value
         self.register_outputs(self.outputs)
@@ -82,8 +84,10 @@ class KubernetesPlatform(pulumi.ComponentResource):
         group = pulumi.ComponentResource(
             "stories:kubernetes:Operators", "operators", None, pulumi.ResourceOptions(parent=self)
         )
-        return [
-            k8s.helm.v3.Release(
+        releases: dict[str, k8s.helm.v3.Release] = {}
+        for chart in charts(settings):
+            first = [releases[name] for name in chart.after if name in releases]
+            releases[chart.name] = k8s.helm.v3.Release(
                 chart.name,
                 name=chart.name,
                 chart=chart.chart,
@@ -93,10 +97,18 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 create_namespace=True,
                 values=chart.values,
                 atomic=True,
-                opts=pulumi.ResourceOptions(parent=group, provider=provider),
+                opts=pulumi.ResourceOptions(parent=group, provider=provider, depends_on=first),
             )
-            for chart in charts(settings)
-        ]
+        return list(releases.values())
+
+    def _front_door(self, settings: Settings, opts: pulumi.ResourceOptions) -> None:
+        """The Gateway and its routes, policies and certificate; the static server of the data directories
+        where some are served."""
+        namespace = settings.kubernetes.namespace
+        Group("gateway", [gateway.gateway_class(namespace), *gateway.front_door(settings, namespace)], opts)
+        if served_data_dirs(settings):
+            documents = [files.config_map(settings, namespace), files.deployment(settings, namespace)]
+            Group("files", [*documents, files.service(namespace)], opts)
 
     def _database(self, settings: Settings, bucket: BackupBucket | None, opts: pulumi.ResourceOptions) -> Group:
         namespace = settings.kubernetes.namespace

@@ -944,6 +944,8 @@ class KubernetesSettings(Model):
     namespace: K8sName = "stories"
     # CloudNativePG runs its own operand images (with Barman Cloud for the backups), not the Docker target's.
     postgres_image: Annotated[VersionedImage, AfterValidator(_postgres_15)] = "ghcr.io/cloudnative-pg/postgresql:15.13"
+    # The files backup's restic (the Docker target's comes from Debian, in the backup image).
+    restic_image: PinnedImage = "restic/restic:0.18.1"
     version: str = Field(default="1.33", pattern=r"^1\.\d{2}$")
     database_instances: int = Field(default=1, ge=1, le=9, description="3 for a primary and two standbys")
     database_storage_gb: int = Field(default=20, ge=1)

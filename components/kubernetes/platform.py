@@ -12,12 +12,13 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.backup_bucket import BackupBucket
-from components.kubernetes.objects import Group
+from components.kubernetes.objects import Group, create_later
 from components.kubernetes.secrets import Secrets
-from configs.kubernetes import app, files, gateway, monitoring, network, postgres, redis, scaling
+from configs.kubernetes import app, backup, files, gateway, monitoring, network, postgres, redis, scaling
 from configs.kubernetes.operators import charts
 from configs.render import served_data_dirs
 from model.settings import Settings
+from model.topology import POSTGRES_CLUSTER
 
 PROMETHEUS_SERVICE = "kube-prometheus-stack-prometheus"  # the chart's Service, for the release's name
 
@@ -54,6 +55,8 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self.outputs: dict[str, pulumi.Input[object]] = {"url": settings.public_url, "namespace": namespace}
         bucket = self._bucket(stack, settings, stack_secrets) if settings.backup.s3.enabled else None
         database = self._database(settings, bucket, on_cluster(ns, stack_secrets))
+        if bucket is not None:
+            self._files_backup(stack, settings, bucket, on_cluster(ns, stack_secrets))
         Group(
             "cache",
             [redis.config_map(settings, namespace), redis.stateful_set(settings, namespace), redis.service(namespace)],
@@ -78,6 +81,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self._front_door(settings, on_cluster(ns))
         Group("network", network.network_policies(settings, namespace), on_cluster(ns))
         self.outputs["cronSecret"] = stack_secrets.cron_secret.value
+        self.outputs["backupResticPassword"] = stack_secrets.restic_password.value
         self.register_outputs(self.outputs)
 
     def _operators(self, settings: Settings, provider: k8s.Provider) -> list[pulumi.Resource]:
@@ -117,15 +121,16 @@ class KubernetesPlatform(pulumi.ComponentResource):
             return Group("database", [postgres.cluster(settings, namespace, None), *documents], opts)
         group = Group("database", [*documents, postgres.scheduled_backup(settings, namespace)], opts)
         cluster = bucket.bucket.bucket.apply(lambda name: postgres.cluster(settings, namespace, name))
-        k8s.apiextensions.CustomResource(
-            "cluster-postgres",
-            api_version=postgres.CNPG,
-            kind="Cluster",
-            metadata=cluster.apply(lambda document: document["metadata"]),
-            spec=cluster.apply(lambda document: document["spec"]),
-            opts=pulumi.ResourceOptions(parent=group),
-        )
+        create_later(postgres.CNPG, "Cluster", POSTGRES_CLUSTER, cluster, pulumi.ResourceOptions(parent=group))
         return group
+
+    def _files_backup(self, stack: str, settings: Settings, bucket: BackupBucket, opts: pulumi.ResourceOptions) -> None:
+        """restic's CronJobs for the app's data directories (Postgres has CloudNativePG's backups)."""
+        group = Group("files-backup", [], opts)
+        namespace = settings.kubernetes.namespace
+        for name in backup.CRON_JOBS:
+            job = bucket.bucket.bucket.apply(functools.partial(backup.cron_job, settings, namespace, stack, name))
+            create_later("batch/v1", "CronJob", name, job, pulumi.ResourceOptions(parent=group))
 
     def _bucket(self, stack: str, settings: Settings, stack_secrets: Secrets) -> BackupBucket:
         s3 = settings.backup.s3

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from configs.kubernetes.app import APP
+from configs.kubernetes.backup import FILES_BACKUP
 from configs.kubernetes.common import Manifest, manifest, selector
 from configs.kubernetes.files import FILES, FILES_PORT
 from configs.kubernetes.redis import EXPORTER_PORT, REDIS
@@ -44,11 +45,16 @@ def network_policies(settings: Settings, namespace: str) -> list[Manifest]:
     deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     dns = {"to": [_namespace("kube-system")], "ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]}
     postgres_egress = [{"to": [anywhere], "ports": _ports(*KUBE_API_PORTS)}]
+    backups: list[Manifest] = []
     if settings.backup.s3.enabled:
         postgres_egress.append({"to": [anywhere], "ports": _ports(443)})  # WAL and base backups to S3
+        backups.append(
+            _policy(namespace, FILES_BACKUP, selector(FILES_BACKUP), egress=[{"to": [anywhere], "ports": _ports(443)}])
+        )
     gateway = _namespace(operators.envoy_gateway.namespace)
     return [
         manifest("networking.k8s.io/v1", "NetworkPolicy", "default-deny", namespace, "network", spec=deny),
+        *backups,
         _policy(namespace, FILES, selector(FILES), ingress=[{"from": [gateway], "ports": _ports(FILES_PORT)}]),
         _policy(
             namespace, "acme-solver", ACME_SOLVER_PODS, ingress=[{"from": [gateway], "ports": _ports(ACME_SOLVER_PORT)}]

@@ -21,7 +21,13 @@ from tests.conftest import plan_of
 from tests.crds import cloudnative_pg, envoy_gateway, gateway_api
 from tools.plan import PlannedResource, format_table, settings_for
 
-BUILT_IN = ("kubernetes:core/", "kubernetes:apps/", "kubernetes:policy/", "kubernetes:networking.k8s.io/")
+BUILT_IN = (
+    "kubernetes:core/",
+    "kubernetes:apps/",
+    "kubernetes:batch/",
+    "kubernetes:policy/",
+    "kubernetes:networking.k8s.io/",
+)
 TYPED: dict[str, type[BaseModel]] = {
     "kubernetes:keda.sh/v1alpha1:ScaledObject": ScaledObject,
     "kubernetes:monitoring.coreos.com/v1:PrometheusRule": PrometheusRule,

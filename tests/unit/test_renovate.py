@@ -39,7 +39,8 @@ def found(path: str) -> set[str]:
 
 
 def test_every_default_image_is_found_in_the_settings_module() -> None:
-    expected = {str(value) for _, value in Images()} | {KubernetesSettings().postgres_image}
+    kubernetes = KubernetesSettings()
+    expected = {str(value) for _, value in Images()} | {kubernetes.postgres_image, kubernetes.restic_image}
     assert found("model/settings.py") == expected
 
 

@@ -180,6 +180,13 @@ def served_data_dirs(settings: Settings) -> list[ServedDir]:
     ]
 
 
+def render_files_server(settings: Settings, port: int, data_root: str, scratch_dir: str, health_path: str) -> str:
+    """The Kubernetes target's static server of the served data directories (the directory `<name>` of
+    each under `data_root`): what the Docker target's nginx does with `alias`."""
+    context = {"port": port, "data_root": data_root, "scratch_dir": scratch_dir, "health_path": health_path}
+    return _render("files/nginx.conf.j2", served_dirs=served_data_dirs(settings), **context)
+
+
 # How long nginx keeps an answer of Docker's DNS: a replica that went is out of its view within this.
 RESOLVER_VALID_SECONDS = 5
 

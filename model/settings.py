@@ -900,29 +900,35 @@ class HelmChart(Model):
 
 
 # The charts' default versions match the CRDs the tests check the custom resources against (README:
-# The Kubernetes target): one class per operator, so that each key has its own default.
+# The Kubernetes target): one class per operator, so that each key has its own default. Renovate finds each
+# version by the comment above it (its chart and repository, as configs/kubernetes/operators.py installs it).
 class CloudNativePgChart(HelmChart):
+    # renovate: datasource=helm depName=cloudnative-pg registryUrl=https://cloudnative-pg.github.io/charts
     version: ChartVersion = "0.26.0"
     namespace: K8sName = "cnpg-system"
 
 
 class KedaChart(HelmChart):
+    # renovate: datasource=helm depName=keda registryUrl=https://kedacore.github.io/charts
     version: ChartVersion = "2.16.1"
     namespace: K8sName = "keda"
 
 
 class CertManagerChart(HelmChart):
+    # renovate: datasource=helm depName=cert-manager registryUrl=https://charts.jetstack.io
     version: ChartVersion = "v1.17.1"
     namespace: K8sName = "cert-manager"
 
 
 class KubePrometheusStackChart(HelmChart):
+    # renovate: datasource=helm depName=kube-prometheus-stack registryUrl=https://prometheus-community.github.io/helm-charts
     version: ChartVersion = "69.8.2"
     namespace: K8sName = "monitoring"
 
 
 class EnvoyGatewayChart(HelmChart):
-    version: ChartVersion = "v1.3.2"
+    # renovate: datasource=docker depName=docker.io/envoyproxy/gateway-helm
+    version: ChartVersion = "v1.8.3"
     namespace: K8sName = "envoy-gateway-system"
 
 
@@ -944,6 +950,8 @@ class KubernetesSettings(Model):
     namespace: K8sName = "stories"
     # CloudNativePG runs its own operand images (with Barman Cloud for the backups), not the Docker target's.
     postgres_image: Annotated[VersionedImage, AfterValidator(_postgres_15)] = "ghcr.io/cloudnative-pg/postgresql:15.13"
+    # The files backup's restic (the Docker target's comes from Debian, in the backup image).
+    restic_image: PinnedImage = "restic/restic:0.18.1"
     version: str = Field(default="1.33", pattern=r"^1\.\d{2}$")
     database_instances: int = Field(default=1, ge=1, le=9, description="3 for a primary and two standbys")
     database_storage_gb: int = Field(default=20, ge=1)

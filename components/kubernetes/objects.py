@@ -17,6 +17,7 @@ BUILT_IN: Mapping[tuple[str, str], Any] = {
     ("v1", "Service"): k8s.core.v1.Service,
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
     ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
+    ("batch/v1", "CronJob"): k8s.batch.v1.CronJob,
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
 }
@@ -33,6 +34,21 @@ def create(document: Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomRes
         return resource
     custom: pulumi.CustomResource = k8s.apiextensions.CustomResource(
         name, api_version=api_version, kind=kind, metadata=metadata, opts=opts, **body
+    )
+    return custom
+
+
+def create_later(
+    api_version: str, kind: str, name: str, document: pulumi.Output[Manifest], opts: pulumi.ResourceOptions
+) -> pulumi.CustomResource:
+    """One resource whose manifest waits on an output (the backup bucket's name), named as `create` names it."""
+    metadata, spec = document.apply(lambda each: each["metadata"]), document.apply(lambda each: each["spec"])
+    built_in = BUILT_IN.get((api_version, kind))
+    if built_in is not None:
+        resource: pulumi.CustomResource = built_in(f"{kind.lower()}-{name}", metadata=metadata, spec=spec, opts=opts)
+        return resource
+    custom: pulumi.CustomResource = k8s.apiextensions.CustomResource(
+        f"{kind.lower()}-{name}", api_version=api_version, kind=kind, metadata=metadata, spec=spec, opts=opts
     )
     return custom
 

@@ -12,11 +12,13 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.backup_bucket import BackupBucket
-from components.kubernetes.objects import Group
+from components.kubernetes.objects import Group, create_later
 from components.kubernetes.secrets import Secrets
-from configs.kubernetes import app, monitoring, network, postgres, redis, scaling
+from configs.kubernetes import app, backup, files, gateway, monitoring, network, postgres, redis, scaling
 from configs.kubernetes.operators import charts
+from configs.render import served_data_dirs
 from model.settings import Settings
+from model.topology import POSTGRES_CLUSTER
 
 PROMETHEUS_SERVICE = "kube-prometheus-stack-prometheus"  # the chart's Service, for the release's name
 
@@ -53,6 +55,8 @@ class KubernetesPlatform(pulumi.ComponentResource):
         self.outputs: dict[str, pulumi.Input[object]] = {"url": settings.public_url, "namespace": namespace}
         bucket = self._bucket(stack, settings, stack_secrets) if settings.backup.s3.enabled else None
         database = self._database(settings, bucket, on_cluster(ns, stack_secrets))
+        if bucket is not None:
+            self._files_backup(stack, settings, bucket, on_cluster(ns, stack_secrets))
         Group(
             "cache",
             [redis.config_map(settings, namespace), redis.stateful_set(settings, namespace), redis.service(namespace)],
@@ -74,16 +78,20 @@ class KubernetesPlatform(pulumi.ComponentResource):
             if settings.monitoring.grafana.enabled:
                 documents += monitoring.dashboards(settings, namespace)
             Group("monitoring", documents, on_cluster(ns))
+        self._front_door(settings, on_cluster(ns))
         Group("network", network.network_policies(settings, namespace), on_cluster(ns))
         self.outputs["cronSecret"] = stack_secrets.cron_secret.value
+        self.outputs["backupResticPassword"] = stack_secrets.restic_password.value
         self.register_outputs(self.outputs)
 
     def _operators(self, settings: Settings, provider: k8s.Provider) -> list[pulumi.Resource]:
         group = pulumi.ComponentResource(
             "stories:kubernetes:Operators", "operators", None, pulumi.ResourceOptions(parent=self)
         )
-        return [
-            k8s.helm.v3.Release(
+        releases: dict[str, k8s.helm.v3.Release] = {}
+        for chart in charts(settings):
+            first = [releases[name] for name in chart.after if name in releases]
+            releases[chart.name] = k8s.helm.v3.Release(
                 chart.name,
                 name=chart.name,
                 chart=chart.chart,
@@ -93,10 +101,18 @@ class KubernetesPlatform(pulumi.ComponentResource):
                 create_namespace=True,
                 values=chart.values,
                 atomic=True,
-                opts=pulumi.ResourceOptions(parent=group, provider=provider),
+                opts=pulumi.ResourceOptions(parent=group, provider=provider, depends_on=first),
             )
-            for chart in charts(settings)
-        ]
+        return list(releases.values())
+
+    def _front_door(self, settings: Settings, opts: pulumi.ResourceOptions) -> None:
+        """The Gateway and its routes, policies and certificate; the static server of the data directories
+        where some are served."""
+        namespace = settings.kubernetes.namespace
+        Group("gateway", [gateway.gateway_class(namespace), *gateway.front_door(settings, namespace)], opts)
+        if served_data_dirs(settings):
+            documents = [files.config_map(settings, namespace), files.deployment(settings, namespace)]
+            Group("files", [*documents, files.service(namespace)], opts)
 
     def _database(self, settings: Settings, bucket: BackupBucket | None, opts: pulumi.ResourceOptions) -> Group:
         namespace = settings.kubernetes.namespace
@@ -105,15 +121,16 @@ class KubernetesPlatform(pulumi.ComponentResource):
             return Group("database", [postgres.cluster(settings, namespace, None), *documents], opts)
         group = Group("database", [*documents, postgres.scheduled_backup(settings, namespace)], opts)
         cluster = bucket.bucket.bucket.apply(lambda name: postgres.cluster(settings, namespace, name))
-        k8s.apiextensions.CustomResource(
-            "cluster-postgres",
-            api_version=postgres.CNPG,
-            kind="Cluster",
-            metadata=cluster.apply(lambda document: document["metadata"]),
-            spec=cluster.apply(lambda document: document["spec"]),
-            opts=pulumi.ResourceOptions(parent=group),
-        )
+        create_later(postgres.CNPG, "Cluster", POSTGRES_CLUSTER, cluster, pulumi.ResourceOptions(parent=group))
         return group
+
+    def _files_backup(self, stack: str, settings: Settings, bucket: BackupBucket, opts: pulumi.ResourceOptions) -> None:
+        """restic's CronJobs for the app's data directories (Postgres has CloudNativePG's backups)."""
+        group = Group("files-backup", [], opts)
+        namespace = settings.kubernetes.namespace
+        for name in backup.CRON_JOBS:
+            job = bucket.bucket.bucket.apply(functools.partial(backup.cron_job, settings, namespace, stack, name))
+            create_later("batch/v1", "CronJob", name, job, pulumi.ResourceOptions(parent=group))
 
     def _bucket(self, stack: str, settings: Settings, stack_secrets: Secrets) -> BackupBucket:
         s3 = settings.backup.s3

@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components.app import database_url, migration_database_url, redis_url
 from components.credentials import Password
-from configs.kubernetes import app, postgres, redis
+from configs.kubernetes import app, backup, postgres, redis
 from configs.kubernetes.common import labels
 from configs.render import render_redis_acl
 from model.settings import Settings
@@ -32,6 +32,7 @@ class Secrets(pulumi.ComponentResource):
         redis_users = {user: Password(f"redis-{user}", self) for user in ("app", "exporter", "healthcheck", "backup")}
         self.nextauth_secret = Password("nextauth-secret", self, length=48)
         self.cron_secret = Password("cron-secret", self, length=48)
+        self.restic_password = Password("restic-password", self, length=64)
         self._basic_auth(postgres.APP_SECRET, settings.database.user, database_app.value)
         self._basic_auth(postgres.MONITOR_SECRET, ROLES["monitor"], database_monitor.value)
         acl = pulumi.Output.all(**{user: each.redis_hash for user, each in redis_users.items()}).apply(render_redis_acl)
@@ -52,6 +53,7 @@ class Secrets(pulumi.ComponentResource):
             **operator_secrets,
         }
         self._secret(app.APP_ENV_SECRET, env)
+        self._secret(backup.RESTIC_SECRET, {"RESTIC_PASSWORD": self.restic_password.value})
         self.register_outputs({})
 
     def _secret(self, name: str, data: Mapping[str, pulumi.Input[str]], kind: str = "Opaque") -> k8s.core.v1.Secret:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from configs.kubernetes.app import APP
+from configs.kubernetes.backup import FILES_BACKUP
 from configs.kubernetes.common import Manifest, manifest, selector
+from configs.kubernetes.files import FILES, FILES_PORT
 from configs.kubernetes.redis import EXPORTER_PORT, REDIS
 from model.settings import Settings
 from model.topology import POOLER, POSTGRES_CLUSTER, POSTGRES_PORT, REDIS_PORT
@@ -16,6 +18,9 @@ CNPG_METRICS_PORT = 9187
 CNPG_STATUS_PORT = 8000
 POOLER_METRICS_PORT = 9127
 KUBE_API_PORTS = (443, 6443)  # the instance manager and the operator talk to the API server
+# cert-manager's HTTP-01 solver pods, in the Certificate's namespace, answer the gateway on this port.
+ACME_SOLVER_PODS = {"acme.cert-manager.io/http01-solver": "true"}
+ACME_SOLVER_PORT = 8089
 
 
 def _namespace(name: str) -> dict[str, Any]:
@@ -40,10 +45,20 @@ def network_policies(settings: Settings, namespace: str) -> list[Manifest]:
     deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     dns = {"to": [_namespace("kube-system")], "ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]}
     postgres_egress = [{"to": [anywhere], "ports": _ports(*KUBE_API_PORTS)}]
+    backups: list[Manifest] = []
     if settings.backup.s3.enabled:
         postgres_egress.append({"to": [anywhere], "ports": _ports(443)})  # WAL and base backups to S3
+        backups.append(
+            _policy(namespace, FILES_BACKUP, selector(FILES_BACKUP), egress=[{"to": [anywhere], "ports": _ports(443)}])
+        )
+    gateway = _namespace(operators.envoy_gateway.namespace)
     return [
         manifest("networking.k8s.io/v1", "NetworkPolicy", "default-deny", namespace, "network", spec=deny),
+        *backups,
+        _policy(namespace, FILES, selector(FILES), ingress=[{"from": [gateway], "ports": _ports(FILES_PORT)}]),
+        _policy(
+            namespace, "acme-solver", ACME_SOLVER_PODS, ingress=[{"from": [gateway], "ports": _ports(ACME_SOLVER_PORT)}]
+        ),
         _policy(namespace, "allow-dns", {}, egress=[dns]),
         _policy(
             namespace,
@@ -51,7 +66,7 @@ def network_policies(settings: Settings, namespace: str) -> list[Manifest]:
             app_pods,
             ingress=[
                 {
-                    "from": [_namespace(operators.envoy_gateway.namespace), monitoring],
+                    "from": [gateway, monitoring],
                     "ports": _ports(settings.app.port),
                 }
             ],

@@ -8,6 +8,14 @@ from typing import Any
 from configs.kubernetes.monitoring import DASHBOARD_LABEL
 from model.settings import HelmChart, Settings
 
+# cert-manager's HTTP-01 solver through the Gateway API (an HTTPRoute per challenge) is off unless asked
+# for; it looks for the Gateway API's CRDs when it starts, so it is installed after Envoy Gateway's chart.
+CERT_MANAGER_CONFIG = {
+    "apiVersion": "controller.config.cert-manager.io/v1alpha1",
+    "kind": "ControllerConfiguration",
+    "enableGatewayAPI": True,
+}
+
 
 @dataclass(frozen=True)
 class Chart:
@@ -16,6 +24,7 @@ class Chart:
     repository: str | None  # None: `chart` is an OCI reference
     settings: HelmChart
     values: dict[str, Any]
+    after: tuple[str, ...] = ()  # releases (when enabled) that must be installed first
 
 
 def charts(settings: Settings) -> list[Chart]:
@@ -36,12 +45,14 @@ def charts(settings: Settings) -> list[Chart]:
             "cloudnative-pg", "cloudnative-pg", "https://cloudnative-pg.github.io/charts", operators.cloudnative_pg, {}
         ),
         Chart("keda", "keda", "https://kedacore.github.io/charts", operators.keda, {}),
+        Chart("envoy-gateway", "oci://docker.io/envoyproxy/gateway-helm", None, operators.envoy_gateway, {}),
         Chart(
             "cert-manager",
             "cert-manager",
             "https://charts.jetstack.io",
             operators.cert_manager,
-            {"crds": {"enabled": True}},
+            {"crds": {"enabled": True}, "config": CERT_MANAGER_CONFIG},
+            after=("envoy-gateway",),
         ),
         Chart(
             "kube-prometheus-stack",
@@ -50,6 +61,5 @@ def charts(settings: Settings) -> list[Chart]:
             operators.kube_prometheus_stack,
             {"prometheus": {"prometheusSpec": prometheus}, "grafana": grafana},
         ),
-        Chart("envoy-gateway", "oci://docker.io/envoyproxy/gateway-helm", None, operators.envoy_gateway, {}),
     ]
     return [chart for chart in every if chart.settings.enabled]

@@ -19,37 +19,51 @@ CNPG = "postgresql.cnpg.io/v1"
 APP_SECRET = "postgres-app"  # kubernetes.io/basic-auth: the app's role
 MONITOR_SECRET = "postgres-monitor"  # kubernetes.io/basic-auth: the monitor role
 BACKUP_SECRET = "backup-s3"  # ACCESS_KEY_ID, ACCESS_SECRET_KEY of the bucket's writer
-# Set by the operator (CloudNativePG docs, "PostgreSQL Configuration": fixed parameters and those it owns):
-# listening, files, TLS, logging, archiving and replication are its own; it loads pg_stat_statements itself
-# when a pg_stat_statements.* parameter is set.
-OPERATOR_OWNED = {
-    "listen_addresses",
-    "port",
-    "unix_socket_directories",
-    "hba_file",
-    "shared_preload_libraries",
-    "log_destination",
-    "logging_collector",
-    "log_line_prefix",
-    "wal_level",
-    "archive_mode",
-    "archive_command",
-    "ssl",
-    "ssl_cert_file",
-    "ssl_key_file",
-    "ssl_ca_file",
-    "ssl_min_protocol_version",
-}
-# The pgbouncer.ini keys a Pooler accepts (spec.pgbouncer.parameters) that the Docker target sets.
-POOLER_PARAMETERS = (
-    "default_pool_size",
-    "min_pool_size",
-    "reserve_pool_size",
-    "reserve_pool_timeout",
-    "max_client_conn",
-    "server_idle_timeout",
-    "ignore_startup_parameters",
-)
+# The parameters CloudNativePG 1.27.0 (the appVersion of chart 0.26.0) fixes or blocks: its admission webhook
+# rejects a Cluster that sets one (pkg/postgres/configuration.go at v1.27.0, FixedConfigurationParameters, checked
+# in internal/webhook/v1/cluster_webhook.go validateConfiguration). Listening, files, TLS files, logging,
+# archiving and replication are the operator's; it loads pg_stat_statements itself when a pg_stat_statements.*
+# parameter is set (ManagedExtensions, same file).
+OPERATOR_FIXED = frozenset(
+    (
+        "allow_system_table_mods", "archive_cleanup_command", "archive_command", "archive_mode", "bonjour",
+        "bonjour_name", "cluster_name", "config_file", "data_directory", "data_sync_retry", "event_source",
+        "external_pid_file", "hba_file", "hot_standby", "ident_file", "jit_provider", "listen_addresses",
+        "log_destination", "log_directory", "log_file_mode", "log_filename", "log_rotation_age", "log_rotation_size",
+        "log_truncate_on_rotation", "logging_collector", "pg_failover_slots.primary_dsn",
+        "pg_failover_slots.standby_slot_names", "port", "primary_conninfo", "primary_slot_name", "promote_trigger_file",
+        "recovery_end_command", "recovery_min_apply_delay", "recovery_target", "recovery_target_action",
+        "recovery_target_inclusive", "recovery_target_lsn", "recovery_target_name", "recovery_target_time",
+        "recovery_target_timeline", "recovery_target_xid", "restart_after_crash", "restore_command",
+        "shared_preload_libraries", "ssl", "ssl_ca_file", "ssl_cert_file", "ssl_crl_file", "ssl_dh_params_file",
+        "ssl_ecdh_curve", "ssl_key_file", "ssl_passphrase_command", "ssl_passphrase_command_supports_reload",
+        "ssl_prefer_server_ciphers", "stats_temp_directory", "synchronized_standby_slots", "synchronous_standby_names",
+        "syslog_facility", "syslog_ident", "syslog_sequence_numbers", "syslog_split_messages", "temp_tablespaces",
+        "unix_socket_directories", "unix_socket_group", "unix_socket_permissions",
+    )
+)  # fmt: skip
+# Settable, but left at the operator's default on purpose (CnpgConfigurationSettings, same file): its TLS floor,
+# 1.3, is stricter than the Docker target's 1.2, and its instance manager turns the log into JSON, where the Docker
+# target's line prefix means nothing.
+OPERATOR_DEFAULTS_KEPT = frozenset(("ssl_min_protocol_version", "log_line_prefix"))
+# The pgbouncer.ini keys a Pooler accepts in spec.pgbouncer.parameters (CloudNativePG v1.27.0,
+# internal/webhook/v1/pooler_webhook.go AllowedPgbouncerGenericConfigurationParameters); the rest (listening,
+# authentication, TLS files) is the operator's. Its PgBouncer is 1.24.1 (pkg/versions DefaultPgbouncerImage).
+POOLER_ALLOWED = frozenset(
+    (
+        "application_name_add_host", "autodb_idle_timeout", "cancel_wait_timeout", "client_idle_timeout",
+        "client_login_timeout", "default_pool_size", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",
+        "idle_transaction_timeout", "ignore_startup_parameters", "listen_backlog", "log_connections",
+        "log_disconnections", "log_pooler_errors", "log_stats", "max_client_conn", "max_db_connections",
+        "max_packet_size", "max_prepared_statements", "max_user_connections", "min_pool_size", "pkt_buf",
+        "query_timeout", "query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "sbuf_loopcnt",
+        "server_check_delay", "server_check_query", "server_connect_timeout", "server_fast_close",
+        "server_idle_timeout", "server_lifetime", "server_login_retry", "server_reset_query",
+        "server_reset_query_always", "server_round_robin", "server_tls_ciphers", "server_tls_protocols",
+        "stats_period", "suspend_timeout", "tcp_defer_accept", "tcp_socket_buffer", "tcp_keepalive", "tcp_keepcnt",
+        "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "track_extra_parameters", "verbose",
+    )
+)  # fmt: skip
 COMPRESSION = {"zst": "zstd", "lz4": "lz4", "gz": "gzip", "bz2": "bzip2"}  # pgBackRest's names -> Barman's
 
 
@@ -70,13 +84,14 @@ def conf_values(text: str, section: str | None = None) -> dict[str, str]:
 def postgres_parameters(settings: Settings) -> dict[str, str]:
     topo = container_topology(settings)
     conf = render_postgres(settings, topo, image_versions(settings))["postgresql.conf"]
-    return {key: value for key, value in conf_values(conf).items() if key not in OPERATOR_OWNED}
+    omitted = OPERATOR_FIXED | OPERATOR_DEFAULTS_KEPT
+    return {key: value for key, value in conf_values(conf).items() if key not in omitted}
 
 
 def pooler_parameters(settings: Settings) -> dict[str, str]:
     topo = container_topology(settings)
     ini = conf_values(render_pgbouncer(settings, topo, image_versions(settings))["pgbouncer.ini"], "pgbouncer")
-    return {key: ini[key] for key in POOLER_PARAMETERS if key in ini}
+    return {key: value for key, value in ini.items() if key in POOLER_ALLOWED}
 
 
 def _object_store(settings: Settings, bucket: str) -> dict[str, Any]:

@@ -9,21 +9,41 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from cloudcoil.models.cert_manager.v1 import Certificate, Issuer
 from cloudcoil.models.keda.v1alpha1 import ScaledObject
 from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule, ServiceMonitor
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from configs.kubernetes import postgres
 from policy.props import Resource
 from policy.validators import kubernetes_pod_security, violations
 from tests.conftest import plan_of
+from tests.crds import cloudnative_pg, envoy_gateway, gateway_api
 from tools.plan import PlannedResource, format_table, settings_for
 
-BUILT_IN = ("kubernetes:core/", "kubernetes:apps/", "kubernetes:policy/", "kubernetes:networking.k8s.io/")
+BUILT_IN = (
+    "kubernetes:core/",
+    "kubernetes:apps/",
+    "kubernetes:batch/",
+    "kubernetes:policy/",
+    "kubernetes:networking.k8s.io/",
+)
 TYPED: dict[str, type[BaseModel]] = {
     "kubernetes:keda.sh/v1alpha1:ScaledObject": ScaledObject,
     "kubernetes:monitoring.coreos.com/v1:PrometheusRule": PrometheusRule,
     "kubernetes:monitoring.coreos.com/v1:PodMonitor": PodMonitor,
     "kubernetes:monitoring.coreos.com/v1:ServiceMonitor": ServiceMonitor,
+    "kubernetes:cert-manager.io/v1:Certificate": Certificate,
+    "kubernetes:cert-manager.io/v1:Issuer": Issuer,
+    # Typed models of the fields used, checked against the CRDs of the pinned versions (tests/crds).
+    "kubernetes:postgresql.cnpg.io/v1:Cluster": cloudnative_pg.Cluster,
+    "kubernetes:postgresql.cnpg.io/v1:Pooler": cloudnative_pg.Pooler,
+    "kubernetes:postgresql.cnpg.io/v1:ScheduledBackup": cloudnative_pg.ScheduledBackup,
+    "kubernetes:gateway.networking.k8s.io/v1:GatewayClass": gateway_api.GatewayClass,
+    "kubernetes:gateway.networking.k8s.io/v1:Gateway": gateway_api.Gateway,
+    "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute": gateway_api.HTTPRoute,
+    "kubernetes:gateway.envoyproxy.io/v1alpha1:BackendTrafficPolicy": envoy_gateway.BackendTrafficPolicy,
+    "kubernetes:gateway.envoyproxy.io/v1alpha1:ClientTrafficPolicy": envoy_gateway.ClientTrafficPolicy,
 }
 
 
@@ -74,11 +94,15 @@ def test_postgres_cluster_pooler_and_backups_follow_the_settings() -> None:
     assert parameters["shared_buffers"] == f"{settings.database.resources.memory_mb // 4}MB"
     assert parameters["pg_stat_statements.track"] == "top"
     assert "archive_command" not in parameters and "shared_preload_libraries" not in parameters
+    assert not set(parameters) & postgres.OPERATOR_FIXED  # CloudNativePG's webhook would refuse the Cluster
+    assert parameters["wal_level"] == "replica" and "ssl_min_protocol_version" not in parameters
     assert cluster["backup"]["retentionPolicy"] == "30d"
     assert cluster["backup"]["barmanObjectStore"]["destinationPath"].startswith("s3://")
     pooler = one("Pooler", "postgres-pooler-rw")["spec"]
     assert pooler["pgbouncer"]["poolMode"] == "transaction"
     assert pooler["pgbouncer"]["parameters"]["default_pool_size"] == "20"
+    assert pooler["pgbouncer"]["parameters"]["max_db_connections"] == str(settings.pgbouncer.server_connections)
+    assert set(pooler["pgbouncer"]["parameters"]) <= postgres.POOLER_ALLOWED
     assert one("ScheduledBackup", "postgres")["spec"]["schedule"] == "0 0 3 * * 0"
 
 
@@ -123,9 +147,40 @@ def test_built_in_kinds_are_valid_for_the_targeted_version(resource: PlannedReso
     kubernetes_validate.validate(manifest, version, strict=True)
 
 
+def read_back(model: type[BaseModel], manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as the model reads it. cloudcoil's models ignore unknown fields, so a field the CRD
+    does not have is missing from what they give back."""
+    back: dict[str, Any] = model.model_validate(manifest).model_dump(by_alias=True, exclude_unset=True, mode="json")
+    return back
+
+
 @pytest.mark.parametrize("resource", [r for r in plan_of("k8s").resources if r.type in TYPED], ids=str)
 def test_custom_resources_are_valid_against_the_operators_crd_models(resource: PlannedResource) -> None:
-    TYPED[resource.type].model_validate(as_manifest(resource))
+    manifest = as_manifest(resource)
+    assert read_back(TYPED[resource.type], manifest) == manifest
+
+
+def test_every_custom_resource_of_the_plan_has_a_model() -> None:
+    custom = {
+        r.type
+        for r in plan_of("k8s").resources
+        if r.type.startswith("kubernetes:") and not r.type.startswith((*BUILT_IN, "kubernetes:helm.sh/"))
+    }
+    assert custom == set(TYPED)
+
+
+def test_a_field_the_crd_lacks_is_caught() -> None:
+    certificate = as_manifest(next(r for r in objects("Certificate")))
+    certificate["spec"]["dnsName"] = certificate["spec"]["dnsNames"][0]
+    assert read_back(Certificate, certificate) != certificate
+    cluster = as_manifest(next(r for r in objects("Cluster")))
+    cluster["spec"]["storage"]["storageClassName"] = "fast"  # the PVC's spelling, not the Cluster's
+    with pytest.raises(ValidationError, match="storageClassName"):
+        cloudnative_pg.Cluster.model_validate(cluster)
+    route = as_manifest(next(r for r in objects("HTTPRoute")))
+    route["spec"]["rules"][0]["filters"] = [{"type": "RequestRedirect", "requestRedirect": {"statusCode": 399}}]
+    with pytest.raises(ValidationError, match="statusCode"):
+        gateway_api.HTTPRoute.model_validate(route)
 
 
 def test_the_policy_pack_passes_the_k8s_plan_and_fails_a_broken_workload() -> None:

@@ -12,34 +12,70 @@ from pathlib import Path
 import pytest
 import yaml
 
-from model.settings import Images, KubernetesSettings
+from configs.kubernetes.operators import charts
+from model.settings import Images, KubernetesSettings, Operators
+from tests.crds import cloudnative_pg, envoy_gateway
 from tools.plan import STACKS, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = json.loads((ROOT / "renovate.json").read_text())
 # .ci/run installs Renovate's own validator here (npm, version pinned in .ci/run).
+DEV = "requirements-dev.txt"
 VALIDATOR = Path("/var/cache/stories-renovate/node_modules/.bin/renovate-config-validator")
 
 
-def match_strings(path: str) -> list[str]:
-    """The regexes of the custom manager whose fileMatch takes `path` (exactly one)."""
-    (manager,) = [m for m in CONFIG["customManagers"] if any(re.search(p, path) for p in m["fileMatch"])]
+def match_strings(path: str, datasource: str | None = "docker") -> list[str]:
+    """The regexes of the custom manager whose fileMatch takes `path` (exactly one): the images' (a docker
+    datasource template), or with `datasource=None` the one whose matches name their datasource (the charts')."""
+    (manager,) = [
+        m
+        for m in CONFIG["customManagers"]
+        if any(re.search(p, path) for p in m["fileMatch"]) and m.get("datasourceTemplate") == datasource
+    ]
     return [str(pattern) for pattern in manager["matchStrings"]]
 
 
-def found(path: str) -> set[str]:
-    """The `depName:currentValue` pins Renovate's regex manager finds in a file (JavaScript named groups
-    `(?<name>` written the Python way)."""
+def matches(path: str, datasource: str | None = "docker") -> list[re.Match[str]]:
+    """What Renovate's regex manager finds in a file (JavaScript named groups `(?<name>` written the Python way)."""
     text = (ROOT / path).read_text()
-    pins = set()
-    for pattern in match_strings(path):
-        for match in re.finditer(pattern.replace("(?<", "(?P<"), text):
-            pins.add(f"{match['depName']}:{match['currentValue']}")
-    return pins
+    patterns = [pattern.replace("(?<", "(?P<") for pattern in match_strings(path, datasource)]
+    return [match for pattern in patterns for match in re.finditer(pattern, text)]
+
+
+def found(path: str) -> set[str]:
+    """The `depName:currentValue` pins Renovate's image manager finds in a file."""
+    return {f"{match['depName']}:{match['currentValue']}" for match in matches(path)}
+
+
+def test_every_operator_chart_is_found_with_the_repository_it_is_installed_from() -> None:
+    """The comment above each chart version names the chart operators.py installs, from the same place."""
+    found_charts = {match["depName"]: match for match in matches("model/settings.py", None)}
+    every = charts(settings_for("k8s"))
+    assert len(found_charts) == len(every) == len(Operators.model_fields)
+    for chart in every:
+        if chart.repository is None:  # an OCI chart: Renovate's docker datasource, by the reference
+            match = found_charts[chart.chart.removeprefix("oci://")]
+            assert match["datasource"] == "docker" and match["registryUrl"] is None
+        else:
+            match = found_charts[chart.chart]
+            assert (match["datasource"], match["registryUrl"]) == ("helm", chart.repository)
+        assert match["currentValue"] == chart.settings.version
+
+
+def test_the_crd_models_follow_the_charts() -> None:
+    """A chart update moves the CRDs the custom resources are checked against: cloudcoil's models are
+    versioned as the operator's release (KEDA's chart version is its release; cert-manager's too), and the
+    hand-written models cite the version they were checked against."""
+    operators = KubernetesSettings().operators
+    assert pinned_requirement("cloudcoil-models-keda", DEV) == f"{operators.keda.version}.0"
+    assert pinned_requirement("cloudcoil-models-cert-manager", DEV) == f"{operators.cert_manager.version[1:]}.0"
+    assert f"chart {operators.cloudnative_pg.version}" in " ".join((cloudnative_pg.__doc__ or "").split())
+    assert f"Envoy Gateway {operators.envoy_gateway.version}" in (envoy_gateway.__doc__ or "")
 
 
 def test_every_default_image_is_found_in_the_settings_module() -> None:
-    expected = {str(value) for _, value in Images()} | {KubernetesSettings().postgres_image}
+    kubernetes = KubernetesSettings()
+    expected = {str(value) for _, value in Images()} | {kubernetes.postgres_image, kubernetes.restic_image}
     assert found("model/settings.py") == expected
 
 
@@ -71,8 +107,8 @@ def test_postgres_stays_on_its_major() -> None:
     assert rule["allowedVersions"] == "<16"
 
 
-def pinned_requirement(name: str) -> str:
-    (line,) = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith(f"{name}==")]
+def pinned_requirement(name: str, requirements: str = "requirements.txt") -> str:
+    (line,) = [line for line in (ROOT / requirements).read_text().splitlines() if line.startswith(f"{name}==")]
     return line.removeprefix(f"{name}==")
 
 

@@ -8,8 +8,6 @@ from typing import Any
 
 import pulumi
 
-from components.kubernetes.platform import KubernetesPlatform
-from components.platform import Platform
 from model.loading import SECRETS_KEY, SETTINGS_KEY, load_settings
 from model.settings import Settings
 
@@ -29,6 +27,12 @@ def read_settings() -> tuple[Settings, pulumi.Output[Mapping[str, str]]]:
 def build() -> dict[str, pulumi.Input[object]]:
     """Register every resource of the stack and return the stack outputs."""
     settings, secrets = read_settings()
+    # Each target's components are imported when it is chosen: a Docker stack's plan does not load
+    # pulumi_kubernetes (some 140 modules), nor a Kubernetes stack's the Docker provider.
     if settings.target == "kubernetes":
+        from components.kubernetes.platform import KubernetesPlatform
+
         return KubernetesPlatform("stories", pulumi.get_stack(), settings, secrets).outputs
+    from components.platform import Platform
+
     return Platform("stories", pulumi.get_stack(), settings, secrets).outputs

@@ -330,7 +330,9 @@ def up(client: docker.DockerClient, log: Callable[[str], None] = print) -> Runni
 
 
 def down(client: docker.DockerClient, log: Callable[[str], None] = print) -> None:
-    """Remove the stack (every container, network and volume its plan names) and the stand-ins."""
+    """Remove the stack and the stand-ins: first every container labelled with the stack (an app replica is
+    named after its inputs, some of them ids of the running stack that a new plan cannot know), then what
+    the plan names (networks, volumes), then whatever is left."""
     for name in (S3_STANDIN, ACME_STANDIN):
         try:
             client.api.remove_container(name, force=True, v=True)
@@ -339,6 +341,7 @@ def down(client: docker.DockerClient, log: Callable[[str], None] = print) -> Non
             pass
         except APIError as error:
             log(f"{name}: {error.explanation}")
+    _remove_containers(client, log)
     try:
         destroy(client, run_plan(STACK).resources, log)
     except ConfigError as error:  # a stack file being edited: remove what the stack's names and labels say
@@ -347,11 +350,15 @@ def down(client: docker.DockerClient, log: Callable[[str], None] = print) -> Non
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def _sweep(client: docker.DockerClient, log: Callable[[str], None]) -> None:
-    """Whatever of the stack is left: containers and networks labelled with it, volumes named after it."""
+def _remove_containers(client: docker.DockerClient, log: Callable[[str], None]) -> None:
     for container in client.containers.list(all=True, filters={"label": f"org.1001stories.stack={STACK}"}):
         container.remove(force=True, v=True)
         log(f"{container.name}: removed")
+
+
+def _sweep(client: docker.DockerClient, log: Callable[[str], None]) -> None:
+    """Whatever of the stack is left: containers and networks labelled with it, volumes named after it."""
+    _remove_containers(client, log)
     for network in client.networks.list(filters={"label": f"org.1001stories.stack={STACK}"}):
         network.remove()
         log(f"{network.name}: removed")

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,8 +113,10 @@ def service_user(name: str) -> User:
     return User(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
-def run_as(user: User, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), preexec_fn=user.preexec(), capture_output=True, text=True, check=False)
+def run_as(user: User, argv: Sequence[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv), preexec_fn=user.preexec(), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 KILL_WAIT_SECONDS = 5.0
@@ -299,6 +301,18 @@ class Server:
                 return
             time.sleep(0.05)
         raise AssertionError(f"{self.name} did not listen on {port} in {timeout}s:\n{self.log()}")
+
+
+@contextlib.contextmanager
+def logs_on_failure(*servers: Server, tail: int = 20000) -> Iterator[None]:
+    """When the block fails, the end of each server's log on standard error: a command-line run has no
+    test report to show them in, and the logs go with the run's directory."""
+    try:
+        yield
+    except (Exception, SystemExit):
+        for server in servers:
+            print(f"--- {server.name} log ({server.log_path}) ---\n{server.log()[-tail:]}", file=sys.stderr)
+        raise
 
 
 def stop_running(under: Path | None = None, seconds: float = 5.0) -> None:

@@ -150,6 +150,11 @@ class Postgres:
     def superuser(self) -> str:
         return self.dsn("postgres", self.env.passwords["superuser"], dbname="postgres")
 
+    def socket_args(self) -> list[str]:
+        """A client's options for the superuser over the server's socket (peer authentication): run as
+        `user`, as `docker exec` runs the image's init scripts and an operator's commands."""
+        return ["-h", self.env.topo.postgres_socket_dir, "-p", str(self.env.topo.postgres_port), "-U", "postgres"]
+
     def start(self) -> None:
         self.server.start()
         self.server.wait_for_port(self.env.topo.postgres_port)
@@ -235,12 +240,7 @@ def start_postgres(env: Environment, archiving: bool = True) -> Postgres:
             "-X",
             "-v",
             "ON_ERROR_STOP=1",
-            "-h",
-            topo.postgres_socket_dir,
-            "-p",
-            str(topo.postgres_port),
-            "-U",
-            "postgres",
+            *pg.socket_args(),
             "-d",
             "postgres",
             "-f",

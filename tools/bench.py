@@ -209,8 +209,11 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def measure(settings: Settings, args: argparse.Namespace) -> list[Run]:
-    db = settings.database
+@contextlib.contextmanager
+def postgres_without_archiving(settings: Settings) -> Iterator[services.Postgres]:
+    """Postgres with the stack's files and `archive_mode=off` (a bench starts no backup repository), in
+    an environment of its own; stopped and its directory removed at the end, whatever happens, and a
+    further interrupt during that cleanup is ignored."""
     with (
         services.environment(settings) as env,
         contextlib.ExitStack() as stops,
@@ -219,6 +222,13 @@ def measure(settings: Settings, args: argparse.Namespace) -> list[Run]:
         progress("starting Postgres (archive_mode=off)")
         postgres = services.start_postgres(env, archiving=False)
         stops.callback(postgres.stop)
+        yield postgres
+
+
+def measure(settings: Settings, args: argparse.Namespace) -> list[Run]:
+    db = settings.database
+    with postgres_without_archiving(settings) as postgres:
+        env = postgres.env
         password = env.passwords["app"]
         direct = ["-h", "127.0.0.1", "-p", str(env.topo.postgres_port), "-U", db.user]
         pooled = ["-h", "127.0.0.1", "-p", str(env.topo.pgbouncer_port), "-U", db.user]

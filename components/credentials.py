@@ -8,12 +8,15 @@ generated RandomBytes, so it is stable across runs and no file ever holds the pl
 from __future__ import annotations
 
 import base64
+import functools
+from collections.abc import Mapping
 
 import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
 from configs.credentials import redis_acl_hash, scram_sha256_verifier
+from model.settings import Settings
 
 CERT_VALIDITY_HOURS = 10 * 365 * 24
 
@@ -134,3 +137,13 @@ class DatabaseTls(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         return pulumi.Output.secret(key.private_key_pem), cert.cert_pem
+
+
+def _value_of(key: str, values: Mapping[str, str]) -> str:
+    return values[key]
+
+
+def operator_secret_env(settings: Settings, secrets: pulumi.Output[Mapping[str, str]]) -> dict[str, pulumi.Output[str]]:
+    """The app's environment variables the operator sets as Pulumi secrets (`app.secretEnv`), each its own
+    secret Output."""
+    return {name: secrets.apply(functools.partial(_value_of, name)) for name in settings.app.secret_env}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 
 import pulumi
@@ -14,7 +13,7 @@ from components.backup import BackupService, backup_capable_postgres
 from components.backup_bucket import BackupBucket
 from components.cache import Cache
 from components.context import StackContext
-from components.credentials import Credentials
+from components.credentials import Credentials, operator_secret_env
 from components.cron import Cron
 from components.database import Database
 from components.monitoring import Monitoring
@@ -25,10 +24,6 @@ from components.scaler import AppScaler
 from configs.render import image_versions, render_monitoring
 from model.settings import Settings
 from model.topology import container_topology
-
-
-def _value_of(key: str, values: Mapping[str, str]) -> str:
-    return values[key]
 
 
 class Platform(pulumi.ComponentResource):
@@ -69,7 +64,7 @@ class Platform(pulumi.ComponentResource):
         database = Database("database", ctx, postgres_image, bucket, backup_work, on_docker())
         pooler = Pooler("pooler", ctx, on_docker(database))
         cache = Cache("cache", ctx, on_docker())
-        secret_env = {name: secrets.apply(functools.partial(_value_of, name)) for name in settings.app.secret_env}
+        secret_env = operator_secret_env(settings, secrets)
         # The migration goes to Postgres directly: after the database (healthy: its container is waited for).
         app = App("app", ctx, secret_env, [database], on_docker(pooler, cache))
         proxy = Proxy("proxy", ctx, app.data_volumes, on_docker(app))

@@ -12,6 +12,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.backup_bucket import BackupBucket
+from components.credentials import operator_secret_env
 from components.kubernetes.objects import Group, create_later
 from components.kubernetes.secrets import Secrets
 from configs.kubernetes import app, backup, files, gateway, monitoring, network, postgres, redis, scaling
@@ -21,10 +22,6 @@ from model.settings import Settings
 from model.topology import POSTGRES_CLUSTER
 
 PROMETHEUS_SERVICE = "kube-prometheus-stack-prometheus"  # the chart's Service, for the release's name
-
-
-def _value_of(key: str, values: Mapping[str, str]) -> str:
-    return values[key]
 
 
 class KubernetesPlatform(pulumi.ComponentResource):
@@ -50,7 +47,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
             metadata={"name": namespace, "labels": {"app.kubernetes.io/part-of": "stories"}},
             opts=on_cluster(),
         )
-        operator_secrets = {key: secrets.apply(functools.partial(_value_of, key)) for key in settings.app.secret_env}
+        operator_secrets = operator_secret_env(settings, secrets)
         stack_secrets = Secrets("secrets", settings, operator_secrets, on_cluster(ns))
         self.outputs: dict[str, pulumi.Input[object]] = {"url": settings.public_url, "namespace": namespace}
         bucket = self._bucket(stack, settings, stack_secrets) if settings.backup.s3.enabled else None

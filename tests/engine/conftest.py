@@ -15,12 +15,15 @@ import shutil
 import struct
 import tarfile
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
+import requests
+import urllib3
 from docker.errors import ImageNotFound, NotFound
 
 from e2e.stack import Running, down, stack_logs, up
@@ -185,3 +188,20 @@ def stack(engine: docker.DockerClient) -> Iterator[Running]:
     yield running
     down(engine, log=lambda line: None)
     FIGURES["e2e: wall time of the stack's checks (up, checks, down)"] = f"{time.monotonic() - started:.0f} s"
+
+
+def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 2.0) -> Any:
+    """The first truthy result of `check` within `timeout` seconds; an error on the way (a service not yet
+    answering, an answer not yet complete) is tried again, and shown when time runs out."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, requests.RequestException, urllib3.exceptions.HTTPError, ValueError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")

@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +25,7 @@ import urllib3
 
 from e2e.applier import apply
 from e2e.stack import STACK, Running, container_env, container_name, wait_until_healthy
+from tests.engine.conftest import eventually
 from tools.plan import CONTAINER, PlannedResource, settings_for
 
 pytestmark = pytest.mark.engine
@@ -39,22 +38,6 @@ NGINX_CONF = "/etc/stories/nginx/nginx.conf"
 RESTORE_ROOT = "/var/lib/stories-backup"  # the backup container's work volume, where `restore --into` may write
 PROBE = f"cover-{secrets.token_hex(4)}.png"
 CONTENT = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(4096)
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 2.0) -> Any:
-    """The first truthy result of `check` within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (OSError, requests.RequestException, urllib3.exceptions.HTTPError, ValueError) as error:
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
 
 
 def run_in(engine: docker.DockerClient, service: str, command: list[str]) -> str:

@@ -12,8 +12,6 @@ import json
 import os
 import signal
 import ssl
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from docker.models.containers import Container
 
 from configs import monitoring
 from e2e.stack import ACME_STANDIN, PEBBLE_MANAGEMENT_PORT, STACK, Running, container_name, services
+from tests.engine.conftest import eventually
 from tools.plan import CONTAINER, settings_for
 
 pytestmark = pytest.mark.engine
@@ -48,22 +47,6 @@ def exec_in(target: Container, command: list[str]) -> tuple[int, str]:
     result = target.exec_run(command)
     output = result.output.decode(errors="replace") if isinstance(result.output, bytes) else ""
     return int(result.exit_code or 0), output
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    """The first truthy result of `check` within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (OSError, requests.RequestException, urllib3.exceptions.HTTPError) as error:
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
 
 
 def pebble_root(engine: docker.DockerClient) -> str:

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import pytest
 
 from components.container import LABEL_PREFIX, SECRET_PERMISSIONS
 from e2e.stack import STACK, Running, services
-from tests.engine.conftest import FIGURES
+from tests.engine.conftest import FIGURES, eventually
 from tools.plan import CONTAINER, settings_for
 
 pytestmark = pytest.mark.engine
@@ -80,17 +79,6 @@ def stack_secrets(stack: Running) -> set[str]:
 def assert_no_secret(output: str, secrets: set[str], what: str) -> None:
     leaked = sorted(secret[:6] + "..." for secret in secrets if secret in output)
     assert leaked == [], f"{what} printed secrets starting with {leaked}"
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
 
 
 def firing_in_alertmanager() -> set[str]:

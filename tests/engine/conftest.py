@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import json
 import random
 import secrets
 import shutil
@@ -17,6 +18,7 @@ import tarfile
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import requests
 import urllib3
 from docker.errors import ImageNotFound, NotFound
 
-from e2e.stack import Running, down, stack_logs, up
+from e2e.stack import STACK, Running, down, stack_logs, up
 
 PROBE_IMAGE = "stories-e2e/probe:1"
 _APPLETS = ("sh", "sleep", "true", "test", "cat", "ls", "stat", "id", "touch", "timeout", "nslookup", "httpd", "wget")
@@ -205,3 +207,18 @@ def eventually(check: Callable[[], Any], timeout: float, what: str, interval: fl
                 return last
         time.sleep(interval)
     raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
+
+
+def started_by_the_scaler(engine: docker.DockerClient, replica: Any) -> bool:
+    """Whether the scaler's log says it started `replica` (a container above app.replicas, created stopped)
+    after the container was created: the load of an earlier test may have made it do so."""
+    created = _docker_time(replica.attrs["Created"])
+    logs = engine.containers.get(f"{STACK}-scaler").logs(since=created).decode(errors="replace")
+    decisions = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    return f"started replica {replica.labels['org.1001stories.replica']}" in {d["action"] for d in decisions}
+
+
+def _docker_time(timestamp: str) -> datetime:
+    """Docker's RFC 3339 time with nanoseconds as a datetime (microseconds)."""
+    seconds, _, fraction = timestamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{seconds}.{fraction[:6] or '0'}+00:00")

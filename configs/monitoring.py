@@ -60,6 +60,9 @@ class RecordingRule:
     record: str
     expr: str
 
+    def as_rule(self) -> dict[str, Any]:
+        return {"record": self.record, "expr": self.expr}
+
 
 def recording_rules() -> list[RecordingRule]:
     return [
@@ -181,34 +184,55 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
             f"More than {t.active_sessions} active sessions",
             "{{ $value }} active sessions; consider more app replicas (see the scaler).",
         ),
-        AlertRule(
-            "BackupFailed",
-            "stories_backup_last_run_success == 0",
-            "0m",
-            "warning",
-            "Backup of {{ $labels.kind }} failed",
-            "The last {{ $labels.kind }} backup run failed; see the backup container's log.",
-        ),
-        AlertRule(
-            "BackupLate",
+        backup_failed("stories_backup_last_run_success == 0", "the backup container's log"),
+        backup_late(
             "time() - stories_backup_last_success_timestamp_seconds"
             f" > {late:g} * stories_backup_expected_interval_seconds",
-            "0m",
-            "warning",
-            "{{ $labels.kind }} backup is late",
-            "The last successful {{ $labels.kind }} backup is {{ $value | humanize }} s old,"
-            f" more than {late:g} times its schedule's interval.",
+            late,
         ),
         *cron_alert_rules(settings),
-        AlertRule(
-            "WalArchivingFailing",
-            "stories_backup_wal_archive_failing == 1",
-            "5m",
-            "warning",
-            "PostgreSQL WAL archiving is failing",
-            "pg_stat_archiver reports a failure newer than the last archived segment; the RPO is not being met.",
-        ),
+        wal_archiving_failing("stories_backup_wal_archive_failing == 1"),
     ]
+
+
+# The backup alerts of both targets: each target's expression, one wording. The expressions give each alert
+# a `kind` label (postgres, files, redis, verify), which the texts name.
+
+
+def backup_failed(expr: str, log: str) -> AlertRule:
+    """`log`: where the failed run's output is."""
+    return AlertRule(
+        "BackupFailed",
+        expr,
+        "0m",
+        "warning",
+        "Backup of {{ $labels.kind }} failed",
+        f"The last {{{{ $labels.kind }}}} backup run failed; see {log}.",
+    )
+
+
+def backup_late(expr: str, late: float) -> AlertRule:
+    """`expr`: the age of the last success where it exceeds `late` (backup.lateFactor) times the interval."""
+    return AlertRule(
+        "BackupLate",
+        expr,
+        "0m",
+        "warning",
+        "{{ $labels.kind }} backup is late",
+        "The last successful {{ $labels.kind }} backup is {{ $value | humanize }} s old,"
+        f" more than {late:g} times its schedule's interval.",
+    )
+
+
+def wal_archiving_failing(expr: str) -> AlertRule:
+    return AlertRule(
+        "WalArchivingFailing",
+        expr,
+        "5m",
+        "warning",
+        "PostgreSQL WAL archiving is failing",
+        "pg_stat_archiver reports a failure newer than the last archived segment; the RPO is not being met.",
+    )
 
 
 def cron_alert_rules(settings: Settings) -> list[AlertRule]:
@@ -243,17 +267,17 @@ def _dump_yaml(document: Any) -> str:
     return yaml.safe_dump(document, sort_keys=False, width=120)
 
 
-def render_rules(settings: Settings) -> dict[str, str]:
-    alerts = {"groups": [{"name": "stories-alerts", "rules": [rule.as_rule() for rule in alert_rules(settings)]}]}
-    records = {
-        "groups": [
-            {
-                "name": "stories-recording",
-                "rules": [{"record": rule.record, "expr": rule.expr} for rule in recording_rules()],
-            }
-        ]
+def rule_files(alerts: list[AlertRule], records: list[RecordingRule]) -> dict[str, dict[str, Any]]:
+    """The rule files' documents by file name: one group of alerts, one of recording rules (both targets)."""
+    return {
+        "alerts.yml": {"groups": [{"name": "stories-alerts", "rules": [rule.as_rule() for rule in alerts]}]},
+        "recording.yml": {"groups": [{"name": "stories-recording", "rules": [rule.as_rule() for rule in records]}]},
     }
-    return {"alerts.yml": _dump_yaml(alerts), "recording.yml": _dump_yaml(records)}
+
+
+def render_rules(settings: Settings) -> dict[str, str]:
+    files = rule_files(alert_rules(settings), recording_rules())
+    return {name: _dump_yaml(document) for name, document in files.items()}
 
 
 APP_ALIAS = "app"  # every app replica's alias on the app network: Docker's DNS answers with the running ones

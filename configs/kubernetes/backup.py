@@ -18,7 +18,8 @@ from model.settings import RESERVED_DATA_DIR_NAMES, Settings
 from model.topology import backup_sources, repo_layout
 
 FILES_BACKUP = "files-backup"
-CRON_JOBS = (FILES_BACKUP, f"{FILES_BACKUP}-check")
+FILES_CHECK = f"{FILES_BACKUP}-check"  # restic check: the Docker target's `verify` kind
+CRON_JOBS = (FILES_BACKUP, FILES_CHECK)
 RESTIC_SECRET = "restic"  # RESTIC_PASSWORD: the repository's key
 TAG = "files"
 JOB_DEADLINE_SECONDS = 6 * 3600  # the Docker target's restic timeout (backup/tools.py)

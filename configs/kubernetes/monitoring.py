@@ -1,13 +1,12 @@
-"""Monitoring objects for kube-prometheus-stack: the Docker target's alert rules as PrometheusRules, its
-dashboards as ConfigMaps for Grafana's sidecar, and PodMonitors/ServiceMonitors of Postgres, the pooler
-and Redis."""
+"""Monitoring objects for kube-prometheus-stack: the alert and recording rules as PrometheusRules (those of the
+Docker target that apply, and the backup alerts: configs/kubernetes/alerts.py), the Docker target's dashboards as
+ConfigMaps for Grafana's sidecar, and PodMonitors/ServiceMonitors of Postgres, the pooler and Redis."""
 
 from __future__ import annotations
 
-import yaml
-
 from configs import monitoring
 from configs.dashboards import render_dashboards
+from configs.kubernetes import alerts
 from configs.kubernetes.common import Manifest, manifest
 from configs.kubernetes.network import POOLER_PODS, POSTGRES_PODS
 from configs.kubernetes.redis import REDIS
@@ -22,9 +21,12 @@ def _object_name(file_name: str) -> str:
 
 
 def prometheus_rules(settings: Settings, namespace: str) -> list[Manifest]:
+    """One PrometheusRule per rule file that has rules."""
+    files = monitoring.rule_files(alerts.alert_rules(settings, namespace), alerts.recording_rules())
     return [
-        manifest(MONITORING, "PrometheusRule", _object_name(name), namespace, "monitoring", spec=yaml.safe_load(text))
-        for name, text in monitoring.render_rules(settings).items()
+        manifest(MONITORING, "PrometheusRule", _object_name(name), namespace, "monitoring", spec=spec)
+        for name, spec in files.items()
+        if any(group["rules"] for group in spec["groups"])
     ]
 
 
@@ -41,6 +43,9 @@ def dashboards(settings: Settings, namespace: str) -> list[Manifest]:
 
 def monitors(settings: Settings, namespace: str) -> list[Manifest]:
     interval = f"{settings.monitoring.scrape_interval_seconds}s"
+    # CloudNativePG 1.27.0 names its exporters' container ports `metrics` (pkg/specs/pods.go: 9187 on the
+    # instances, which carry cnpg.io/cluster and cnpg.io/podRole=instance; pkg/specs/pgbouncer/deployments.go:
+    # 9127 on the pooler's pods), as configs/kubernetes/redis.py names the Redis exporter's.
     endpoint = {"port": "metrics", "interval": interval}
     return [
         manifest(

@@ -12,7 +12,7 @@ import shlex
 from typing import Any
 
 from configs.kubernetes.app import APP_UID, data_claim
-from configs.kubernetes.common import HARDENED, Manifest, container_resources, manifest, pod_security, selector
+from configs.kubernetes.common import HARDENED, Manifest, container_resources, pod_security, scheduled_job, secret_env
 from configs.kubernetes.postgres import BACKUP_SECRET
 from model.settings import RESERVED_DATA_DIR_NAMES, Settings
 from model.topology import backup_sources, repo_layout
@@ -59,18 +59,14 @@ def check_script(percent: int) -> str:
     return f"set -eu\nrestic check --read-data-subset={percent}%\n"
 
 
-def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-
 def _env(settings: Settings, bucket: str) -> list[dict[str, Any]]:
     return [
         {"name": "RESTIC_REPOSITORY", "value": repository(settings, bucket)},
         {"name": "RESTIC_CACHE_DIR", "value": "/tmp/restic-cache"},
-        _secret_env("RESTIC_PASSWORD", RESTIC_SECRET, "RESTIC_PASSWORD"),
-        _secret_env("AWS_ACCESS_KEY_ID", BACKUP_SECRET, "ACCESS_KEY_ID"),
-        _secret_env("AWS_SECRET_ACCESS_KEY", BACKUP_SECRET, "ACCESS_SECRET_KEY"),
-        _secret_env("AWS_DEFAULT_REGION", BACKUP_SECRET, "REGION"),
+        secret_env("RESTIC_PASSWORD", RESTIC_SECRET, "RESTIC_PASSWORD"),
+        secret_env("AWS_ACCESS_KEY_ID", BACKUP_SECRET, "ACCESS_KEY_ID"),
+        secret_env("AWS_SECRET_ACCESS_KEY", BACKUP_SECRET, "ACCESS_SECRET_KEY"),
+        secret_env("AWS_DEFAULT_REGION", BACKUP_SECRET, "REGION"),
     ]
 
 
@@ -99,19 +95,8 @@ def _cron_job(settings: Settings, namespace: str, name: str, schedule: str, scri
         "volumes": volumes,
         "automountServiceAccountToken": False,
     }
-    job = {
-        "backoffLimit": 2,
-        "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
-        "template": {"metadata": {"labels": selector(FILES_BACKUP)}, "spec": pod},
-    }
-    spec = {
-        "schedule": schedule,
-        "concurrencyPolicy": "Forbid",  # restic's lock would refuse the second run anyway
-        "successfulJobsHistoryLimit": 1,
-        "failedJobsHistoryLimit": 3,
-        "jobTemplate": {"spec": job},
-    }
-    return manifest("batch/v1", "CronJob", name, namespace, FILES_BACKUP, spec=spec)
+    job = {"backoffLimit": 2, "activeDeadlineSeconds": JOB_DEADLINE_SECONDS}
+    return scheduled_job(name, namespace, FILES_BACKUP, pod, job, schedule=schedule)
 
 
 def cron_job(settings: Settings, namespace: str, stack: str, name: str, bucket: str) -> Manifest:

@@ -35,6 +35,7 @@ EXPORTER_TARGETS = {
 }
 BLACKBOX_TARGET = "blackbox-exporter:9115"
 BLACKBOX_JOB = "blackbox-app"
+ACTIVE_SESSIONS = "stories:active_sessions"  # the recording rule ActiveSessionsHigh reads
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def recording_rules() -> list[RecordingRule]:
         # Active sessions from the app's metric contract when it exports it, else nginx's active
         # client connections as the nearest measured signal.
         RecordingRule(
-            "stories:active_sessions",
+            ACTIVE_SESSIONS,
             "sum(stories_active_sessions) or sum(nginx_connections_active)",
         ),
         RecordingRule("stories:http_requests:rate1m", "sum(rate(nginx_http_requests_total[1m]))"),
@@ -87,14 +88,7 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
     down = f"{t.service_down_minutes}m"
     memory = t.memory_percent
     return [
-        AlertRule(
-            "ServiceDown",
-            "up == 0",
-            down,
-            "critical",
-            "{{ $labels.job }} is down",
-            f"Prometheus could not scrape {{{{ $labels.instance }}}} for more than {down}.",
-        ),
+        service_down(settings, "up"),
         AlertRule(
             "AppHealthCheckFailing",
             f'probe_success{{job="{BLACKBOX_JOB}"}} == 0',
@@ -178,7 +172,7 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
         ),
         AlertRule(
             "ActiveSessionsHigh",
-            f"stories:active_sessions > {t.active_sessions}",
+            f"{ACTIVE_SESSIONS} > {t.active_sessions}",
             "5m",
             "warning",
             f"More than {t.active_sessions} active sessions",
@@ -235,6 +229,19 @@ def wal_archiving_failing(expr: str) -> AlertRule:
     )
 
 
+def service_down(settings: Settings, up: str) -> AlertRule:
+    """`up`: the selector of the scrape targets watched (a Kubernetes stack's: its namespace's)."""
+    down = f"{settings.monitoring.alerts.service_down_minutes}m"
+    return AlertRule(
+        "ServiceDown",
+        f"{up} == 0",
+        down,
+        "critical",
+        "{{ $labels.job }} is down",
+        f"Prometheus could not scrape {{{{ $labels.instance }}}} for more than {down}.",
+    )
+
+
 def cron_alert_rules(settings: Settings) -> list[AlertRule]:
     """The app's scheduled calls (the cron service), as the backup jobs: a failed last call, and a last
     success older than cron.lateFactor times the schedule's longest gap."""
@@ -242,25 +249,41 @@ def cron_alert_rules(settings: Settings) -> list[AlertRule]:
         return []
     late = settings.cron.late_factor
     return [
-        AlertRule(
-            "CronCallFailed",
-            "stories_cron_last_run_success == 0",
-            "0m",
-            "warning",
-            "The app's scheduled call {{ $labels.cronjob }} failed",
-            "The last call of {{ $labels.cronjob }} failed (an error status, success=false, no answer); see the "
-            "cron container's log.",
-        ),
-        AlertRule(
-            "CronCallLate",
+        cron_call_failed("stories_cron_last_run_success == 0", "the cron container's log"),
+        cron_call_late(
             f"time() - stories_cron_last_success_timestamp_seconds > {late:g} * stories_cron_expected_interval_seconds",
-            "0m",
-            "warning",
-            "The app's scheduled call {{ $labels.cronjob }} is late",
-            "The last successful call of {{ $labels.cronjob }} is {{ $value | humanize }} s old,"
-            f" more than {late:g} times the longest gap of its schedule.",
+            late,
         ),
     ]
+
+
+# The scheduled calls' alerts of both targets: each target's expression, one wording. The expressions give each
+# alert a `cronjob` label (the cron.jobs entry's name), which the texts name.
+
+
+def cron_call_failed(expr: str, log: str) -> AlertRule:
+    """`log`: where the failed call's output is."""
+    return AlertRule(
+        "CronCallFailed",
+        expr,
+        "0m",
+        "warning",
+        "The app's scheduled call {{ $labels.cronjob }} failed",
+        f"The last call of {{{{ $labels.cronjob }}}} failed (an error status, success=false, no answer); see {log}.",
+    )
+
+
+def cron_call_late(expr: str, late: float) -> AlertRule:
+    """`expr`: the age of the last success where it exceeds `late` (cron.lateFactor) times the longest gap."""
+    return AlertRule(
+        "CronCallLate",
+        expr,
+        "0m",
+        "warning",
+        "The app's scheduled call {{ $labels.cronjob }} is late",
+        "The last successful call of {{ $labels.cronjob }} is {{ $value | humanize }} s old,"
+        f" more than {late:g} times the longest gap of its schedule.",
+    )
 
 
 def _dump_yaml(document: Any) -> str:

@@ -117,10 +117,10 @@ METRICS: dict[str, Source] = {
 # What a Kubernetes stack's Prometheus (kube-prometheus-stack 69.8.2) has: its own `up` and `ALERTS`, its
 # node exporter (prometheus-node-exporter chart 4.44.1, node_exporter 1.9.0, the same names), kube-state-metrics
 # and CloudNativePG's exporter. cAdvisor's limits are not among them: the chart's kubelet ServiceMonitor drops
-# `container_spec.*` (values.yaml kubelet.serviceMonitor.cAdvisorMetricRelabelings). Nothing scrapes the app, and
-# the backup, scaler and cron services, postgres_exporter, the PgBouncer and nginx exporters and the blackbox
-# exporter exist on the Docker target only.
-KUBERNETES_SHARED: frozenset[Source] = frozenset(("prometheus", "node-exporter"))
+# `container_spec.*` (values.yaml kubelet.serviceMonitor.cAdvisorMetricRelabelings). The app's contract is
+# scraped by its PodMonitor where it sets app.metricsPath (as on Docker); the backup, scaler and cron services,
+# postgres_exporter, the PgBouncer and nginx exporters and the blackbox exporter exist on the Docker target only.
+KUBERNETES_SHARED: frozenset[Source] = frozenset(("prometheus", "node-exporter", "app-contract"))
 KUBERNETES_METRICS: dict[str, Source] = {
     **{name: source for name, source in METRICS.items() if source in KUBERNETES_SHARED},
     "kube_cronjob_created": "kube-state-metrics",

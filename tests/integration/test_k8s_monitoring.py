@@ -1,6 +1,6 @@
-"""A Kubernetes stack's PrometheusRules checked by promtool, and each backup alert run by `promtool test rules` on
-synthetic kube-state-metrics and CloudNativePG series, labelled as those exporters label them: it fires when the
-backup is late or failed and stays silent otherwise."""
+"""A Kubernetes stack's PrometheusRules checked by promtool, and each backup and scheduled-call alert run by
+`promtool test rules` on synthetic kube-state-metrics and CloudNativePG series, labelled as those exporters label
+them: it fires when the backup or call is late or failed and stays silent otherwise."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import pytest
 import yaml
 
 from configs.kubernetes import alerts
+from configs.kubernetes.cron import cron_job_name, longest_gap_seconds
 from configs.kubernetes.monitoring import prometheus_rules
+from configs.monitoring import AlertRule
 from harness.servers import which
 from model.settings import Settings
 from tests.integration.test_monitoring import INTERVAL_SECONDS, AlertCase, gauge, rule_test, run
+from tests.unit.test_k8s_alerts import SCRAPED
 from tools.plan import settings_for
 
 pytestmark = pytest.mark.integration
@@ -34,8 +37,9 @@ def write_rules(directory: Path, settings: Settings) -> list[Path]:
     return paths
 
 
-def test_promtool_accepts_the_rules(tmp_path: Path) -> None:
-    checked = run([which("promtool"), "check", "rules", *map(str, write_rules(tmp_path, SETTINGS))])
+@pytest.mark.parametrize("settings", [SETTINGS, SCRAPED], ids=["k8s", "scraped"])
+def test_promtool_accepts_the_rules(settings: Settings, tmp_path: Path) -> None:
+    checked = run([which("promtool"), "check", "rules", *map(str, write_rules(tmp_path, settings))])
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS" in checked.stdout
 
@@ -77,14 +81,18 @@ def kind(name: str) -> dict[str, str]:
     return {"namespace": NAMESPACE, "kind": name}
 
 
-def cron_job_cases(name: str, kind_name: str, seconds: int) -> list[AlertCase]:
-    """Failed: a failed Job started after the last success (also with none yet); not failed: the failed Job is
-    older than the last success, or it is another CronJob's. Late: the last success, or the creation while
-    there is none, older than lateFactor x the interval."""
-    late_after = int(SETTINGS.backup.late_factor * seconds)
+def cron_job_cases(
+    name: str, labels: dict[str, str], seconds: int, late_factor: float, alerts: tuple[str, str]
+) -> list[AlertCase]:
+    """`alerts`: the failed and the late alert of CronJob `name`. Failed: a failed Job started after the last
+    success (also with none yet); not failed: the failed Job is older than the last success, or it is another
+    CronJob's. Late: the last success, or the creation while there is none, older than `late_factor` x the
+    interval."""
+    failed_alert, late_alert = alerts
+    late_after = int(late_factor * seconds)
     created = cron_job("kube_cronjob_created", name, 0)
     old_created = cron_job("kube_cronjob_created", name, LONG_AGO)
-    other = "files-backup-check" if name == "files-backup" else "files-backup"
+    other = f"other-{name}"
     failed_after_success = {
         **created,
         **cron_job("kube_cronjob_status_last_successful_time", name, 50),
@@ -100,24 +108,28 @@ def cron_job_cases(name: str, kind_name: str, seconds: int) -> list[AlertCase]:
     running = {**created, **job(f"{name}-1", name, 100, failed=False)}
     late = INTERVAL_SECONDS + late_after + 60
     return [
-        AlertCase("BackupFailed", failed_after_success, failed_before_success, kind(kind_name), 100),
-        AlertCase("BackupFailed", never_succeeded, running, kind(kind_name), 100),
+        AlertCase(failed_alert, failed_after_success, failed_before_success, labels, 100),
+        AlertCase(failed_alert, never_succeeded, running, labels, 100),
         AlertCase(
-            "BackupLate",
+            late_alert,
             {**old_created, **cron_job("kube_cronjob_status_last_successful_time", name, -late_after - 60)},
             # A success that stays younger than the limit at every evaluation of the test.
             {**old_created, **cron_job("kube_cronjob_status_last_successful_time", name, 3600 - late_after)},
-            kind(kind_name),
+            labels,
             late,
         ),
         AlertCase(
-            "BackupLate",
+            late_alert,
             cron_job("kube_cronjob_created", name, -late_after - 60),
             cron_job("kube_cronjob_created", name, 0),
-            kind(kind_name),
+            labels,
             late,
         ),
     ]
+
+
+def backup_cases(name: str, kind_name: str, seconds: int) -> list[AlertCase]:
+    return cron_job_cases(name, kind(kind_name), seconds, SETTINGS.backup.late_factor, ("BackupFailed", "BackupLate"))
 
 
 def postgres_cases() -> list[AlertCase]:
@@ -173,18 +185,11 @@ def postgres_cases() -> list[AlertCase]:
     ]
 
 
-def test_every_backup_alert_fires_when_late_or_failed_and_stays_silent_otherwise(tmp_path: Path) -> None:
-    rule_files = write_rules(tmp_path, SETTINGS)
-    rules = {rule.name: rule for rule in alerts.backup_alert_rules(SETTINGS, NAMESPACE)}
-    backup = SETTINGS.backup
-    cases = [
-        *cron_job_cases("files-backup", "files", backup.files.interval_minutes * 60),
-        *cron_job_cases("files-backup-check", "verify", backup.verify_interval_hours * 3600),
-        *postgres_cases(),
-    ]
+def promtool_test(tmp_path: Path, cases: list[AlertCase], rules: dict[str, AlertRule]) -> None:
+    """`promtool test rules` of each case against the stack's rule files."""
     assert {case.alert for case in cases} == set(rules)
     document = {
-        "rule_files": [path.name for path in rule_files],
+        "rule_files": [path.name for path in write_rules(tmp_path, SETTINGS)],
         "evaluation_interval": f"{INTERVAL_SECONDS}s",
         "tests": [test for case in cases for test in rule_test(case, rules[case.alert])],
     }
@@ -192,3 +197,29 @@ def test_every_backup_alert_fires_when_late_or_failed_and_stays_silent_otherwise
     result = run([which("promtool"), "test", "rules", "k8s.test.yml"], cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_every_backup_alert_fires_when_late_or_failed_and_stays_silent_otherwise(tmp_path: Path) -> None:
+    backup = SETTINGS.backup
+    cases = [
+        *backup_cases("files-backup", "files", backup.files.interval_minutes * 60),
+        *backup_cases("files-backup-check", "verify", backup.verify_interval_hours * 3600),
+        *postgres_cases(),
+    ]
+    promtool_test(tmp_path, cases, {rule.name: rule for rule in alerts.backup_alert_rules(SETTINGS, NAMESPACE)})
+
+
+def test_every_scheduled_call_alerts_when_late_or_failed_and_stays_silent_otherwise(tmp_path: Path) -> None:
+    """Each of the app's calls (cron.jobs) by its CronJob, with cron.lateFactor and its schedule's longest gap."""
+    cases = [
+        case
+        for job in SETTINGS.cron.jobs
+        for case in cron_job_cases(
+            cron_job_name(job),
+            {"namespace": NAMESPACE, "cronjob": job.name},
+            longest_gap_seconds(SETTINGS, job),
+            SETTINGS.cron.late_factor,
+            ("CronCallFailed", "CronCallLate"),
+        )
+    ]
+    promtool_test(tmp_path, cases, {rule.name: rule for rule in alerts.cron_alert_rules(SETTINGS, NAMESPACE)})

@@ -9,7 +9,7 @@ import pulumi
 from components.container import Attachment, HardenedContainer, Healthcheck, ServiceSpec, Upload, UploadDir
 from components.context import StackContext
 from components.images_resource import build_local
-from configs.cron import render_cron_config
+from configs.cron import CRON_UID, render_cron_config
 from configs.monitoring import CRON_METRICS_PORT
 
 IMAGE_SOURCES = (
@@ -19,7 +19,6 @@ IMAGE_SOURCES = (
     "model/__init__.py",
     "model/schedule.py",
 )
-CRON_UID = "10002"
 CONFIG_DIR = "/etc/stories/cron"
 
 

@@ -7,6 +7,7 @@ import json
 from configs.monitoring import APP_ALIAS, CRON_METRICS_PORT
 from model.settings import Settings
 
+CRON_UID = 10002  # the cron service's user (cron/Dockerfile), and the app's scheduled calls' on Kubernetes
 # A connection the app never accepted (no replica running yet, one just stopping) is tried again this long.
 CONNECT_RETRY_SECONDS = 60
 

@@ -1,7 +1,8 @@
 """Every metric name that the alert rules and dashboards may use, with where it comes from.
 
-This is the one list: a test parses every rule and dashboard query and fails on a name not here.
-Add a metric here only with its source, and only if that source is deployed by the stack.
+These are the lists, one per target (METRICS: Docker, KUBERNETES_METRICS): a test parses every rule and
+dashboard query and fails on a name not in its target's list. Add a metric here only with its source, and only
+if that source is deployed by the stack.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ Source = Literal[
     "backup-contract",
     "scaler",
     "cron",
+    "kube-state-metrics",
+    "cloudnative-pg",
 ]
 
 SOURCES: dict[Source, str] = {
@@ -39,6 +42,11 @@ SOURCES: dict[Source, str] = {
     "backup-contract": "the backup service (backup/service.py, README: Backups)",
     "scaler": "the app scaler (scaler/service.py), when scaling is enabled",
     "cron": "the cron service (cron/service.py): the app's scheduled calls, when cron is enabled",
+    "kube-state-metrics": "kube-state-metrics v2.15.0 (chart 5.30.1 of kube-prometheus-stack 69.8.2, on by default; "
+    "docs/metrics/workload/{cronjob,job,pod}-metrics.md, internal/store/{cronjob,job}.go)",
+    "cloudnative-pg": "CloudNativePG 1.27.0's instance exporter, scraped through the postgres PodMonitor (port "
+    "`metrics`, 9187): pkg/management/postgres/webserver/metricserver/pg_collector.go and the default queries, "
+    "config/manager/default-monitoring.yaml (`cnpg_<query>_<column>`)",
 }
 
 METRICS: dict[str, Source] = {
@@ -104,6 +112,30 @@ METRICS: dict[str, Source] = {
     "stories_cron_last_duration_seconds": "cron",
     "stories_cron_expected_interval_seconds": "cron",
     "stories_cron_calls_total": "cron",
+}
+
+# What a Kubernetes stack's Prometheus (kube-prometheus-stack 69.8.2) has: its own `up` and `ALERTS`, its
+# node exporter (prometheus-node-exporter chart 4.44.1, node_exporter 1.9.0, the same names), kube-state-metrics
+# and CloudNativePG's exporter. cAdvisor's limits are not among them: the chart's kubelet ServiceMonitor drops
+# `container_spec.*` (values.yaml kubelet.serviceMonitor.cAdvisorMetricRelabelings). The app's contract is
+# scraped by its PodMonitor where it sets app.metricsPath (as on Docker); the backup, scaler and cron services,
+# postgres_exporter, the PgBouncer and nginx exporters and the blackbox exporter exist on the Docker target only.
+KUBERNETES_SHARED: frozenset[Source] = frozenset(("prometheus", "node-exporter", "app-contract"))
+KUBERNETES_METRICS: dict[str, Source] = {
+    **{name: source for name, source in METRICS.items() if source in KUBERNETES_SHARED},
+    "kube_cronjob_created": "kube-state-metrics",
+    "kube_cronjob_status_last_successful_time": "kube-state-metrics",  # EXPERIMENTAL, served by default
+    "kube_job_status_start_time": "kube-state-metrics",
+    "kube_job_failed": "kube-state-metrics",  # {condition="true|false|unknown"}, while the Job has a Failed condition
+    "kube_job_owner": "kube-state-metrics",  # {owner_kind, owner_name, owner_is_controller}
+    "kube_pod_created": "kube-state-metrics",
+    # Set on the primary from the Cluster's status (lastSuccessfulBackup, lastFailedBackup: the in-tree Barman
+    # Cloud store sets them, plugins do not), 0 on the replicas and until there is one; marked deprecated.
+    "cnpg_collector_last_available_backup_timestamp": "cloudnative-pg",
+    "cnpg_collector_last_failed_backup_timestamp": "cloudnative-pg",
+    # pg_stat_archiver's times as epochs, -1 while null.
+    "cnpg_pg_stat_archiver_last_archived_time": "cloudnative-pg",
+    "cnpg_pg_stat_archiver_last_failed_time": "cloudnative-pg",
 }
 
 

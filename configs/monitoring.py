@@ -35,6 +35,7 @@ EXPORTER_TARGETS = {
 }
 BLACKBOX_TARGET = "blackbox-exporter:9115"
 BLACKBOX_JOB = "blackbox-app"
+ACTIVE_SESSIONS = "stories:active_sessions"  # the recording rule ActiveSessionsHigh reads
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class RecordingRule:
     record: str
     expr: str
 
+    def as_rule(self) -> dict[str, Any]:
+        return {"record": self.record, "expr": self.expr}
+
 
 def recording_rules() -> list[RecordingRule]:
     return [
@@ -69,7 +73,7 @@ def recording_rules() -> list[RecordingRule]:
         # Active sessions from the app's metric contract when it exports it, else nginx's active
         # client connections as the nearest measured signal.
         RecordingRule(
-            "stories:active_sessions",
+            ACTIVE_SESSIONS,
             "sum(stories_active_sessions) or sum(nginx_connections_active)",
         ),
         RecordingRule("stories:http_requests:rate1m", "sum(rate(nginx_http_requests_total[1m]))"),
@@ -84,14 +88,7 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
     down = f"{t.service_down_minutes}m"
     memory = t.memory_percent
     return [
-        AlertRule(
-            "ServiceDown",
-            "up == 0",
-            down,
-            "critical",
-            "{{ $labels.job }} is down",
-            f"Prometheus could not scrape {{{{ $labels.instance }}}} for more than {down}.",
-        ),
+        service_down(settings, "up"),
         AlertRule(
             "AppHealthCheckFailing",
             f'probe_success{{job="{BLACKBOX_JOB}"}} == 0',
@@ -175,40 +172,74 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
         ),
         AlertRule(
             "ActiveSessionsHigh",
-            f"stories:active_sessions > {t.active_sessions}",
+            f"{ACTIVE_SESSIONS} > {t.active_sessions}",
             "5m",
             "warning",
             f"More than {t.active_sessions} active sessions",
             "{{ $value }} active sessions; consider more app replicas (see the scaler).",
         ),
-        AlertRule(
-            "BackupFailed",
-            "stories_backup_last_run_success == 0",
-            "0m",
-            "warning",
-            "Backup of {{ $labels.kind }} failed",
-            "The last {{ $labels.kind }} backup run failed; see the backup container's log.",
-        ),
-        AlertRule(
-            "BackupLate",
+        backup_failed("stories_backup_last_run_success == 0", "the backup container's log"),
+        backup_late(
             "time() - stories_backup_last_success_timestamp_seconds"
             f" > {late:g} * stories_backup_expected_interval_seconds",
-            "0m",
-            "warning",
-            "{{ $labels.kind }} backup is late",
-            "The last successful {{ $labels.kind }} backup is {{ $value | humanize }} s old,"
-            f" more than {late:g} times its schedule's interval.",
+            late,
         ),
         *cron_alert_rules(settings),
-        AlertRule(
-            "WalArchivingFailing",
-            "stories_backup_wal_archive_failing == 1",
-            "5m",
-            "warning",
-            "PostgreSQL WAL archiving is failing",
-            "pg_stat_archiver reports a failure newer than the last archived segment; the RPO is not being met.",
-        ),
+        wal_archiving_failing("stories_backup_wal_archive_failing == 1"),
     ]
+
+
+# The backup alerts of both targets: each target's expression, one wording. The expressions give each alert
+# a `kind` label (postgres, files, redis, verify), which the texts name.
+
+
+def backup_failed(expr: str, log: str) -> AlertRule:
+    """`log`: where the failed run's output is."""
+    return AlertRule(
+        "BackupFailed",
+        expr,
+        "0m",
+        "warning",
+        "Backup of {{ $labels.kind }} failed",
+        f"The last {{{{ $labels.kind }}}} backup run failed; see {log}.",
+    )
+
+
+def backup_late(expr: str, late: float) -> AlertRule:
+    """`expr`: the age of the last success where it exceeds `late` (backup.lateFactor) times the interval."""
+    return AlertRule(
+        "BackupLate",
+        expr,
+        "0m",
+        "warning",
+        "{{ $labels.kind }} backup is late",
+        "The last successful {{ $labels.kind }} backup is {{ $value | humanize }} s old,"
+        f" more than {late:g} times its schedule's interval.",
+    )
+
+
+def wal_archiving_failing(expr: str) -> AlertRule:
+    return AlertRule(
+        "WalArchivingFailing",
+        expr,
+        "5m",
+        "warning",
+        "PostgreSQL WAL archiving is failing",
+        "pg_stat_archiver reports a failure newer than the last archived segment; the RPO is not being met.",
+    )
+
+
+def service_down(settings: Settings, up: str) -> AlertRule:
+    """`up`: the selector of the scrape targets watched (a Kubernetes stack's: its namespace's)."""
+    down = f"{settings.monitoring.alerts.service_down_minutes}m"
+    return AlertRule(
+        "ServiceDown",
+        f"{up} == 0",
+        down,
+        "critical",
+        "{{ $labels.job }} is down",
+        f"Prometheus could not scrape {{{{ $labels.instance }}}} for more than {down}.",
+    )
 
 
 def cron_alert_rules(settings: Settings) -> list[AlertRule]:
@@ -218,42 +249,58 @@ def cron_alert_rules(settings: Settings) -> list[AlertRule]:
         return []
     late = settings.cron.late_factor
     return [
-        AlertRule(
-            "CronCallFailed",
-            "stories_cron_last_run_success == 0",
-            "0m",
-            "warning",
-            "The app's scheduled call {{ $labels.cronjob }} failed",
-            "The last call of {{ $labels.cronjob }} failed (an error status, success=false, no answer); see the "
-            "cron container's log.",
-        ),
-        AlertRule(
-            "CronCallLate",
+        cron_call_failed("stories_cron_last_run_success == 0", "the cron container's log"),
+        cron_call_late(
             f"time() - stories_cron_last_success_timestamp_seconds > {late:g} * stories_cron_expected_interval_seconds",
-            "0m",
-            "warning",
-            "The app's scheduled call {{ $labels.cronjob }} is late",
-            "The last successful call of {{ $labels.cronjob }} is {{ $value | humanize }} s old,"
-            f" more than {late:g} times the longest gap of its schedule.",
+            late,
         ),
     ]
+
+
+# The scheduled calls' alerts of both targets: each target's expression, one wording. The expressions give each
+# alert a `cronjob` label (the cron.jobs entry's name), which the texts name.
+
+
+def cron_call_failed(expr: str, log: str) -> AlertRule:
+    """`log`: where the failed call's output is."""
+    return AlertRule(
+        "CronCallFailed",
+        expr,
+        "0m",
+        "warning",
+        "The app's scheduled call {{ $labels.cronjob }} failed",
+        f"The last call of {{{{ $labels.cronjob }}}} failed (an error status, success=false, no answer); see {log}.",
+    )
+
+
+def cron_call_late(expr: str, late: float) -> AlertRule:
+    """`expr`: the age of the last success where it exceeds `late` (cron.lateFactor) times the longest gap."""
+    return AlertRule(
+        "CronCallLate",
+        expr,
+        "0m",
+        "warning",
+        "The app's scheduled call {{ $labels.cronjob }} is late",
+        "The last successful call of {{ $labels.cronjob }} is {{ $value | humanize }} s old,"
+        f" more than {late:g} times the longest gap of its schedule.",
+    )
 
 
 def _dump_yaml(document: Any) -> str:
     return yaml.safe_dump(document, sort_keys=False, width=120)
 
 
-def render_rules(settings: Settings) -> dict[str, str]:
-    alerts = {"groups": [{"name": "stories-alerts", "rules": [rule.as_rule() for rule in alert_rules(settings)]}]}
-    records = {
-        "groups": [
-            {
-                "name": "stories-recording",
-                "rules": [{"record": rule.record, "expr": rule.expr} for rule in recording_rules()],
-            }
-        ]
+def rule_files(alerts: list[AlertRule], records: list[RecordingRule]) -> dict[str, dict[str, Any]]:
+    """The rule files' documents by file name: one group of alerts, one of recording rules (both targets)."""
+    return {
+        "alerts.yml": {"groups": [{"name": "stories-alerts", "rules": [rule.as_rule() for rule in alerts]}]},
+        "recording.yml": {"groups": [{"name": "stories-recording", "rules": [rule.as_rule() for rule in records]}]},
     }
-    return {"alerts.yml": _dump_yaml(alerts), "recording.yml": _dump_yaml(records)}
+
+
+def render_rules(settings: Settings) -> dict[str, str]:
+    files = rule_files(alert_rules(settings), recording_rules())
+    return {name: _dump_yaml(document) for name, document in files.items()}
 
 
 APP_ALIAS = "app"  # every app replica's alias on the app network: Docker's DNS answers with the running ones

@@ -15,7 +15,7 @@ from components.backup_bucket import BackupBucket
 from components.credentials import operator_secret_env
 from components.kubernetes.objects import Group, create_later
 from components.kubernetes.secrets import Secrets
-from configs.kubernetes import app, backup, files, gateway, monitoring, network, postgres, redis, scaling
+from configs.kubernetes import app, backup, cron, files, gateway, monitoring, network, postgres, redis, scaling
 from configs.kubernetes.operators import charts
 from configs.render import served_data_dirs
 from model.settings import Settings
@@ -65,11 +65,13 @@ class KubernetesPlatform(pulumi.ComponentResource):
         ]
         documents += [app.service(settings, namespace), app.disruption_budget(namespace)]
         Group("app", documents, on_cluster(ns, stack_secrets, database))
+        if settings.cron.enabled:
+            Group("cron", cron.cron_jobs(settings, namespace), on_cluster(ns, stack_secrets))
         if settings.scaling.enabled:
             prometheus = (
                 f"http://{PROMETHEUS_SERVICE}.{k8s_settings.operators.kube_prometheus_stack.namespace}.svc:9090"
             )
-            Group("scaling", [scaling.scaled_object(settings, namespace, prometheus, stack)], on_cluster(ns))
+            Group("scaling", [scaling.scaled_object(settings, namespace, prometheus)], on_cluster(ns))
         if settings.monitoring.enabled:
             documents = monitoring.prometheus_rules(settings, namespace) + monitoring.monitors(settings, namespace)
             if settings.monitoring.grafana.enabled:

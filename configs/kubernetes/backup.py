@@ -12,13 +12,14 @@ import shlex
 from typing import Any
 
 from configs.kubernetes.app import APP_UID, data_claim
-from configs.kubernetes.common import HARDENED, Manifest, container_resources, manifest, pod_security, selector
+from configs.kubernetes.common import HARDENED, Manifest, container_resources, pod_security, scheduled_job, secret_env
 from configs.kubernetes.postgres import BACKUP_SECRET
 from model.settings import RESERVED_DATA_DIR_NAMES, Settings
 from model.topology import backup_sources, repo_layout
 
 FILES_BACKUP = "files-backup"
-CRON_JOBS = (FILES_BACKUP, f"{FILES_BACKUP}-check")
+FILES_CHECK = f"{FILES_BACKUP}-check"  # restic check: the Docker target's `verify` kind
+CRON_JOBS = (FILES_BACKUP, FILES_CHECK)
 RESTIC_SECRET = "restic"  # RESTIC_PASSWORD: the repository's key
 TAG = "files"
 JOB_DEADLINE_SECONDS = 6 * 3600  # the Docker target's restic timeout (backup/tools.py)
@@ -58,18 +59,14 @@ def check_script(percent: int) -> str:
     return f"set -eu\nrestic check --read-data-subset={percent}%\n"
 
 
-def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-
 def _env(settings: Settings, bucket: str) -> list[dict[str, Any]]:
     return [
         {"name": "RESTIC_REPOSITORY", "value": repository(settings, bucket)},
         {"name": "RESTIC_CACHE_DIR", "value": "/tmp/restic-cache"},
-        _secret_env("RESTIC_PASSWORD", RESTIC_SECRET, "RESTIC_PASSWORD"),
-        _secret_env("AWS_ACCESS_KEY_ID", BACKUP_SECRET, "ACCESS_KEY_ID"),
-        _secret_env("AWS_SECRET_ACCESS_KEY", BACKUP_SECRET, "ACCESS_SECRET_KEY"),
-        _secret_env("AWS_DEFAULT_REGION", BACKUP_SECRET, "REGION"),
+        secret_env("RESTIC_PASSWORD", RESTIC_SECRET, "RESTIC_PASSWORD"),
+        secret_env("AWS_ACCESS_KEY_ID", BACKUP_SECRET, "ACCESS_KEY_ID"),
+        secret_env("AWS_SECRET_ACCESS_KEY", BACKUP_SECRET, "ACCESS_SECRET_KEY"),
+        secret_env("AWS_DEFAULT_REGION", BACKUP_SECRET, "REGION"),
     ]
 
 
@@ -98,19 +95,8 @@ def _cron_job(settings: Settings, namespace: str, name: str, schedule: str, scri
         "volumes": volumes,
         "automountServiceAccountToken": False,
     }
-    job = {
-        "backoffLimit": 2,
-        "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
-        "template": {"metadata": {"labels": selector(FILES_BACKUP)}, "spec": pod},
-    }
-    spec = {
-        "schedule": schedule,
-        "concurrencyPolicy": "Forbid",  # restic's lock would refuse the second run anyway
-        "successfulJobsHistoryLimit": 1,
-        "failedJobsHistoryLimit": 3,
-        "jobTemplate": {"spec": job},
-    }
-    return manifest("batch/v1", "CronJob", name, namespace, FILES_BACKUP, spec=spec)
+    job = {"backoffLimit": 2, "activeDeadlineSeconds": JOB_DEADLINE_SECONDS}
+    return scheduled_job(name, namespace, FILES_BACKUP, pod, job, schedule=schedule)
 
 
 def cron_job(settings: Settings, namespace: str, stack: str, name: str, bucket: str) -> Manifest:

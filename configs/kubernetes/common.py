@@ -70,3 +70,25 @@ def spread(component: str) -> list[dict[str, Any]]:
 
 def gib(size: int) -> str:
     return f"{size}Gi"
+
+
+def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    """An environment variable from a key of a Secret (a secret never goes on a command line)."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def scheduled_job(
+    name: str, namespace: str, component: str, pod: dict[str, Any], job: dict[str, Any], **spec: Any
+) -> Manifest:
+    """A CronJob whose runs never overlap, keeping its last success and last three failures (the alerts read
+    the failed Jobs: configs/kubernetes/alerts.py). `job`: the Job's fields besides its pod template; `spec`:
+    the schedule and the CronJob's other fields."""
+    template = {"metadata": {"labels": selector(component)}, "spec": pod}
+    spec = {
+        **spec,
+        "concurrencyPolicy": "Forbid",
+        "successfulJobsHistoryLimit": 1,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {"spec": {**job, "template": template}},
+    }
+    return manifest("batch/v1", "CronJob", name, namespace, component, spec=spec)

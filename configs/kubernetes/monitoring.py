@@ -1,14 +1,14 @@
-"""Monitoring objects for kube-prometheus-stack: the Docker target's alert rules as PrometheusRules, its
-dashboards as ConfigMaps for Grafana's sidecar, and PodMonitors/ServiceMonitors of Postgres, the pooler
-and Redis."""
+"""Monitoring objects for kube-prometheus-stack: the alert and recording rules as PrometheusRules (those of the
+Docker target that apply, and the backup alerts: configs/kubernetes/alerts.py), the Docker target's dashboards as
+ConfigMaps for Grafana's sidecar, and PodMonitors/ServiceMonitors of Postgres, the pooler, Redis and the app."""
 
 from __future__ import annotations
 
-import yaml
-
 from configs import monitoring
 from configs.dashboards import render_dashboards
-from configs.kubernetes.common import Manifest, manifest
+from configs.kubernetes import alerts
+from configs.kubernetes.app import APP
+from configs.kubernetes.common import NAME_LABEL, Manifest, manifest, selector
 from configs.kubernetes.network import POOLER_PODS, POSTGRES_PODS
 from configs.kubernetes.redis import REDIS
 from model.settings import Settings
@@ -22,9 +22,12 @@ def _object_name(file_name: str) -> str:
 
 
 def prometheus_rules(settings: Settings, namespace: str) -> list[Manifest]:
+    """One PrometheusRule per rule file that has rules."""
+    files = monitoring.rule_files(alerts.alert_rules(settings, namespace), alerts.recording_rules(settings, namespace))
     return [
-        manifest(MONITORING, "PrometheusRule", _object_name(name), namespace, "monitoring", spec=yaml.safe_load(text))
-        for name, text in monitoring.render_rules(settings).items()
+        manifest(MONITORING, "PrometheusRule", _object_name(name), namespace, "monitoring", spec=spec)
+        for name, spec in files.items()
+        if any(group["rules"] for group in spec["groups"])
     ]
 
 
@@ -39,26 +42,39 @@ def dashboards(settings: Settings, namespace: str) -> list[Manifest]:
     return result
 
 
+def _pod_monitor(name: str, namespace: str, pods: dict[str, str], **endpoint: str) -> Manifest:
+    spec = {"selector": {"matchLabels": pods}, "podMetricsEndpoints": [endpoint]}
+    return manifest(MONITORING, "PodMonitor", name, namespace, "monitoring", spec=spec)
+
+
+def app_monitor(namespace: str, path: str, interval: str) -> Manifest:
+    """Every app replica on `path` (app.metricsPath) at its HTTP port, as job `app` (the pods' name label: the
+    Docker target's job name), with the pod's namespace and name."""
+    document = _pod_monitor(APP, namespace, selector(APP), port="http", path=path, interval=interval)
+    document["spec"]["jobLabel"] = NAME_LABEL
+    return document
+
+
 def monitors(settings: Settings, namespace: str) -> list[Manifest]:
     interval = f"{settings.monitoring.scrape_interval_seconds}s"
+    # CloudNativePG 1.27.0 names its exporters' container ports `metrics` (pkg/specs/pods.go: 9187 on the
+    # instances, which carry cnpg.io/cluster and cnpg.io/podRole=instance; pkg/specs/pgbouncer/deployments.go:
+    # 9127 on the pooler's pods), as configs/kubernetes/redis.py names the Redis exporter's.
     endpoint = {"port": "metrics", "interval": interval}
-    return [
-        manifest(
-            MONITORING,
-            "PodMonitor",
-            name,
-            namespace,
-            "monitoring",
-            spec={"selector": {"matchLabels": pods}, "podMetricsEndpoints": [endpoint]},
-        )
+    documents = [
+        _pod_monitor(name, namespace, pods, **endpoint)
         for name, pods in (("postgres", POSTGRES_PODS), ("pooler", POOLER_PODS))
-    ] + [
+    ]
+    documents.append(
         manifest(
             MONITORING,
             "ServiceMonitor",
             REDIS,
             namespace,
             "monitoring",
-            spec={"selector": {"matchLabels": {"app.kubernetes.io/name": REDIS}}, "endpoints": [endpoint]},
+            spec={"selector": {"matchLabels": {NAME_LABEL: REDIS}}, "endpoints": [endpoint]},
         )
-    ]
+    )
+    if settings.app.metrics_path:
+        documents.append(app_monitor(namespace, settings.app.metrics_path, interval))
+    return documents

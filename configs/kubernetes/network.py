@@ -7,6 +7,7 @@ from typing import Any
 from configs.kubernetes.app import APP
 from configs.kubernetes.backup import FILES_BACKUP
 from configs.kubernetes.common import Manifest, manifest, selector
+from configs.kubernetes.cron import CRON
 from configs.kubernetes.files import FILES, FILES_PORT
 from configs.kubernetes.redis import EXPORTER_PORT, REDIS
 from model.settings import Settings
@@ -37,6 +38,17 @@ def _policy(namespace: str, name: str, pods: dict[str, str], **rules: list[dict[
     return manifest("networking.k8s.io/v1", "NetworkPolicy", name, namespace, "network", spec=spec)
 
 
+def _app_ingress(settings: Settings, gateway: dict[str, Any], monitoring: dict[str, Any]) -> list[dict[str, Any]]:
+    """The gateway, the app's scheduled calls and, where the app is scraped (app.metricsPath, on its HTTP port),
+    Prometheus."""
+    callers = [gateway]
+    if settings.cron.enabled:
+        callers.append({"podSelector": {"matchLabels": selector(CRON)}})
+    if settings.app.metrics_path:
+        callers.append(monitoring)
+    return [{"from": callers, "ports": _ports(settings.app.port)}]
+
+
 def network_policies(settings: Settings, namespace: str) -> list[Manifest]:
     operators = settings.kubernetes.operators
     monitoring = _namespace(operators.kube_prometheus_stack.namespace)
@@ -45,16 +57,19 @@ def network_policies(settings: Settings, namespace: str) -> list[Manifest]:
     deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     dns = {"to": [_namespace("kube-system")], "ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]}
     postgres_egress = [{"to": [anywhere], "ports": _ports(*KUBE_API_PORTS)}]
-    backups: list[Manifest] = []
+    scheduled: list[Manifest] = []  # the CronJobs' pods
     if settings.backup.s3.enabled:
         postgres_egress.append({"to": [anywhere], "ports": _ports(443)})  # WAL and base backups to S3
-        backups.append(
+        scheduled.append(
             _policy(namespace, FILES_BACKUP, selector(FILES_BACKUP), egress=[{"to": [anywhere], "ports": _ports(443)}])
         )
+    if settings.cron.enabled:
+        to_app = {"to": [{"podSelector": {"matchLabels": app_pods}}], "ports": _ports(settings.app.port)}
+        scheduled.append(_policy(namespace, CRON, selector(CRON), egress=[to_app]))
     gateway = _namespace(operators.envoy_gateway.namespace)
     return [
         manifest("networking.k8s.io/v1", "NetworkPolicy", "default-deny", namespace, "network", spec=deny),
-        *backups,
+        *scheduled,
         _policy(namespace, FILES, selector(FILES), ingress=[{"from": [gateway], "ports": _ports(FILES_PORT)}]),
         _policy(
             namespace, "acme-solver", ACME_SOLVER_PODS, ingress=[{"from": [gateway], "ports": _ports(ACME_SOLVER_PORT)}]
@@ -64,12 +79,7 @@ def network_policies(settings: Settings, namespace: str) -> list[Manifest]:
             namespace,
             "app",
             app_pods,
-            ingress=[
-                {
-                    "from": [gateway, monitoring],
-                    "ports": _ports(settings.app.port),
-                }
-            ],
+            ingress=_app_ingress(settings, gateway, monitoring),
             egress=[
                 {"to": [{"podSelector": {"matchLabels": POOLER_PODS}}], "ports": _ports(POSTGRES_PORT)},
                 {"to": [{"podSelector": {"matchLabels": POSTGRES_PODS}}], "ports": _ports(POSTGRES_PORT)},  # migration

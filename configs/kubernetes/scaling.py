@@ -4,10 +4,10 @@ CPU triggers, the settings' bounds and the scaler's stabilisation (one step at a
 
 from __future__ import annotations
 
+from configs.kubernetes.alerts import app_sessions
 from configs.kubernetes.app import APP
 from configs.kubernetes.calendar import triggers
 from configs.kubernetes.common import Manifest, manifest
-from configs.scaler import signal_queries
 from model.settings import Settings
 
 
@@ -18,16 +18,16 @@ def _one_step(period_seconds: int, stabilisation_seconds: int) -> dict[str, obje
     }
 
 
-def scaled_object(settings: Settings, namespace: str, prometheus_url: str, stack: str) -> Manifest:
+def scaled_object(settings: Settings, namespace: str, prometheus_url: str) -> Manifest:
     scaling = settings.scaling
     cron = [{"type": "cron", "metadata": t.metadata(scaling.timezone)} for t in triggers(settings)]
     sessions = {
         "type": "prometheus",
         "metadata": {
             "serverAddress": prometheus_url,
-            "query": signal_queries(settings, stack)["active_sessions"],
+            "query": app_sessions(namespace),
             "threshold": str(scaling.load.sessions_per_replica),
-            "ignoreNullValues": "true",  # the app does not export its sessions yet (README: Metric contract)
+            "ignoreNullValues": "true",  # no series until the app exports its sessions and is scraped (app.metricsPath)
         },
     }
     cpu = {"type": "cpu", "metricType": "Utilization", "metadata": {"value": f"{scaling.load.cpu_percent:g}"}}

@@ -5,6 +5,7 @@ operators' kinds valid against models generated from their CRDs, and the policy 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -15,11 +16,12 @@ from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule, 
 from pydantic import BaseModel, ValidationError
 
 from configs.kubernetes import postgres
+from configs.metrics import KUBERNETES_METRICS, metric_names
 from policy.props import Resource
 from policy.validators import kubernetes_pod_security, violations
 from tests.conftest import plan_of
 from tests.crds import cloudnative_pg, envoy_gateway, gateway_api
-from tools.plan import PlannedResource, format_table, settings_for
+from tools.plan import PlannedResource, format_table, run_plan, settings_for, stack_config
 
 BUILT_IN = (
     "kubernetes:core/",
@@ -45,6 +47,15 @@ TYPED: dict[str, type[BaseModel]] = {
     "kubernetes:gateway.envoyproxy.io/v1alpha1:BackendTrafficPolicy": envoy_gateway.BackendTrafficPolicy,
     "kubernetes:gateway.envoyproxy.io/v1alpha1:ClientTrafficPolicy": envoy_gateway.ClientTrafficPolicy,
 }
+
+
+def k8s_config(**sections: dict[str, Any]) -> dict[str, str]:
+    """The k8s stack's config with each section's keys merged in."""
+    config, _ = stack_config("k8s")
+    raw = json.loads(config["1001-stories:settings"])
+    for section, keys in sections.items():
+        raw[section] = {**raw.get(section, {}), **keys}
+    return {**config, "1001-stories:settings": json.dumps(raw)}
 
 
 def objects(kind: str) -> list[PlannedResource]:
@@ -196,3 +207,31 @@ def test_the_table_groups_objects_by_component() -> None:
     table = format_table(plan_of("k8s"))
     for component in ("[database]", "[app]", "[scaling]", "[network]", "[operators]", "[monitoring]"):
         assert component in table
+
+
+def test_a_stack_with_app_metrics_scrapes_every_replica_and_keda_reads_its_sessions() -> None:
+    """The k8s stack with app.metricsPath: a PodMonitor of the app (valid for the CRD), Prometheus let in to the
+    app's port, and the ScaledObject's sessions query the series that PodMonitor brings (job `app`, the pods'
+    namespace)."""
+    _, secret_keys = stack_config("k8s")
+    plan = run_plan("k8s", k8s_config(app={"metricsPath": "/api/metrics"}), secret_keys)
+    found = {
+        (r.type.rsplit(":", 1)[-1], r.inputs["metadata"]["name"]): r for r in plan.resources if "metadata" in r.inputs
+    }
+    monitor = as_manifest(found[("PodMonitor", "app")])
+    assert read_back(PodMonitor, monitor) == monitor
+    assert monitor["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "app"}}
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name"  # job="app", as on Docker
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/api/metrics", "interval": "15s"}]
+    (ingress,) = found[("NetworkPolicy", "app")].inputs["spec"]["ingress"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in ingress["from"]
+    (sessions,) = [t for t in found[("ScaledObject", "app")].inputs["spec"]["triggers"] if t["type"] == "prometheus"]
+    assert sessions["metadata"]["query"] == 'sum(stories_active_sessions{namespace="stories"})'
+    assert metric_names(sessions["metadata"]["query"]) == {"stories_active_sessions"}
+    assert KUBERNETES_METRICS["stories_active_sessions"] == "app-contract"
+
+
+def test_without_app_metrics_nothing_scrapes_the_app_nor_reaches_it_from_monitoring() -> None:
+    assert "app" not in {r.inputs["metadata"]["name"] for r in objects("PodMonitor")}
+    (ingress,) = one("NetworkPolicy", "app")["spec"]["ingress"]
+    assert "monitoring" not in str(ingress["from"])

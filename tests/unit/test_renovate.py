@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from configs.kubernetes.cron import CURL_IMAGE
 from configs.kubernetes.operators import charts
+from model.images import parse_image
 from model.settings import Images, KubernetesSettings, Operators
 from tests.crds import cloudnative_pg, envoy_gateway
 from tools.plan import STACKS, settings_for
@@ -77,6 +79,12 @@ def test_every_default_image_is_found_in_the_settings_module() -> None:
     kubernetes = KubernetesSettings()
     expected = {str(value) for _, value in Images()} | {kubernetes.postgres_image, kubernetes.restic_image}
     assert found("model/settings.py") == expected
+
+
+def test_the_kubernetes_curl_image_is_pinned_and_found() -> None:
+    """The app's scheduled calls' curl (configs/kubernetes/cron.py, outside the settings: see there)."""
+    parse_image(CURL_IMAGE)  # refuses an unpinned or floating reference, as the settings do
+    assert found("configs/kubernetes/cron.py") == {CURL_IMAGE}
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from configs import monitoring
 from configs.kubernetes.app import APP
-from configs.kubernetes.backup import FILES_BACKUP, FILES_CHECK
+from configs.kubernetes.backup import FILES_BACKUP, FILES_CHECK, REDIS_BACKUP
 from configs.kubernetes.cron import CRON, cron_job_name, longest_gap_seconds
 from configs.kubernetes.gateway import APP_ROUTES
 from configs.metrics import KUBERNETES_METRICS, metric_names
@@ -170,6 +170,7 @@ def backup_alert_rules(settings: Settings, namespace: str) -> list[AlertRule]:
         postgres_kind(settings, namespace),
         cron_job_runs(namespace, FILES_BACKUP, "files", backup.files.interval_minutes * 60),
         cron_job_runs(namespace, FILES_CHECK, "verify", backup.verify_interval_hours * 3600),
+        cron_job_runs(namespace, REDIS_BACKUP, "redis", backup.files.interval_minutes * 60),  # as on Docker
     ]
     log = (
         f"the Cluster's Backup objects for postgres (kubectl -n {namespace} get backups), else the failed Job of "

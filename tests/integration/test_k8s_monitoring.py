@@ -206,6 +206,7 @@ def test_every_backup_alert_fires_when_late_or_failed_and_stays_silent_otherwise
     cases = [
         *backup_cases("files-backup", "files", backup.files.interval_minutes * 60),
         *backup_cases("files-backup-check", "verify", backup.verify_interval_hours * 3600),
+        *backup_cases("redis-backup", "redis", backup.files.interval_minutes * 60),
         *postgres_cases(),
     ]
     promtool_test(tmp_path, cases, {rule.name: rule for rule in alerts.backup_alert_rules(SETTINGS, NAMESPACE)})

@@ -34,7 +34,7 @@ SCRAPED = k8s_with(app={"metricsPath": "/api/metrics"})
 
 def by_kind(rules: list[monitoring.AlertRule], name: str) -> dict[str, str]:
     """The expressions of the rules called `name`, by the `kind` their expression sets."""
-    kinds = ("postgres", "files", "verify")
+    kinds = ("postgres", "files", "verify", "redis")
     return {
         kind: rule.expr for rule in rules if rule.name == name for kind in kinds if f'"kind", "{kind}"' in rule.expr
     }

@@ -26,6 +26,8 @@ Source = Literal[
     "cron",
     "kube-state-metrics",
     "cloudnative-pg",
+    "kubelet-cadvisor",
+    "envoy",
 ]
 
 SOURCES: dict[Source, str] = {
@@ -47,6 +49,10 @@ SOURCES: dict[Source, str] = {
     "cloudnative-pg": "CloudNativePG 1.27.0's instance exporter, scraped through the postgres PodMonitor (port "
     "`metrics`, 9187): pkg/management/postgres/webserver/metricserver/pg_collector.go and the default queries, "
     "config/manager/default-monitoring.yaml (`cnpg_<query>_<column>`)",
+    "kubelet-cadvisor": "the kubelet's cAdvisor (/metrics/cadvisor), scraped by kube-prometheus-stack 69.8.2's kubelet "
+    "ServiceMonitor less its values.yaml kubelet.serviceMonitor.cAdvisorMetricRelabelings drops (container_spec.*)",
+    "envoy": "the Envoy proxies of Envoy Gateway v1.8.3 (port `metrics`, 19001, /stats/prometheus: "
+    "internal/infrastructure/kubernetes/proxy/resource.go), scraped through the gateway PodMonitor",
 }
 
 METRICS: dict[str, Source] = {
@@ -115,11 +121,13 @@ METRICS: dict[str, Source] = {
 }
 
 # What a Kubernetes stack's Prometheus (kube-prometheus-stack 69.8.2) has: its own `up` and `ALERTS`, its
-# node exporter (prometheus-node-exporter chart 4.44.1, node_exporter 1.9.0, the same names), kube-state-metrics
-# and CloudNativePG's exporter. cAdvisor's limits are not among them: the chart's kubelet ServiceMonitor drops
-# `container_spec.*` (values.yaml kubelet.serviceMonitor.cAdvisorMetricRelabelings). The app's contract is
-# scraped by its PodMonitor where it sets app.metricsPath (as on Docker); the backup, scaler and cron services,
-# postgres_exporter, the PgBouncer and nginx exporters and the blackbox exporter exist on the Docker target only.
+# node exporter (prometheus-node-exporter chart 4.44.1, node_exporter 1.9.0, the same names), kube-state-metrics,
+# the kubelet's cAdvisor, CloudNativePG's exporter and the Envoy proxies. cAdvisor's limits are not among them:
+# the chart's kubelet ServiceMonitor drops `container_spec.*` (values.yaml
+# kubelet.serviceMonitor.cAdvisorMetricRelabelings); kube-state-metrics has the limits from the pods' specs
+# instead. The app's contract is scraped by its PodMonitor where it sets app.metricsPath (as on Docker); the
+# backup, scaler and cron services, postgres_exporter, the PgBouncer and nginx exporters and the blackbox
+# exporter exist on the Docker target only.
 KUBERNETES_SHARED: frozenset[Source] = frozenset(("prometheus", "node-exporter", "app-contract"))
 KUBERNETES_METRICS: dict[str, Source] = {
     **{name: source for name, source in METRICS.items() if source in KUBERNETES_SHARED},
@@ -129,6 +137,13 @@ KUBERNETES_METRICS: dict[str, Source] = {
     "kube_job_failed": "kube-state-metrics",  # {condition="true|false|unknown"}, while the Job has a Failed condition
     "kube_job_owner": "kube-state-metrics",  # {owner_kind, owner_name, owner_is_controller}
     "kube_pod_created": "kube-state-metrics",
+    "kube_pod_container_status_ready": "kube-state-metrics",  # {container, pod, uid}
+    "kube_pod_container_resource_limits": "kube-state-metrics",  # {resource="cpu" (cores)|"memory" (bytes), container}
+    "kube_deployment_status_replicas_available": "kube-state-metrics",  # {deployment}
+    "container_memory_working_set_bytes": "kubelet-cadvisor",  # {container, pod, namespace}
+    "container_cpu_usage_seconds_total": "kubelet-cadvisor",
+    # Each instance's ping of its PostgreSQL at every scrape, {cluster}: pg_collector.go (PostgreSQLUp).
+    "cnpg_collector_up": "cloudnative-pg",
     # Set on the primary from the Cluster's status (lastSuccessfulBackup, lastFailedBackup: the in-tree Barman
     # Cloud store sets them, plugins do not), 0 on the replicas and until there is one; marked deprecated.
     "cnpg_collector_last_available_backup_timestamp": "cloudnative-pg",
@@ -136,6 +151,8 @@ KUBERNETES_METRICS: dict[str, Source] = {
     # pg_stat_archiver's times as epochs, -1 while null.
     "cnpg_pg_stat_archiver_last_archived_time": "cloudnative-pg",
     "cnpg_pg_stat_archiver_last_failed_time": "cloudnative-pg",
+    # Each upstream cluster's (`httproute/<namespace>/<route>/rule/<index>`) response times, in milliseconds.
+    "envoy_cluster_upstream_rq_time_bucket": "envoy",
 }
 
 

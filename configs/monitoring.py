@@ -36,6 +36,7 @@ EXPORTER_TARGETS = {
 BLACKBOX_TARGET = "blackbox-exporter:9115"
 BLACKBOX_JOB = "blackbox-app"
 ACTIVE_SESSIONS = "stories:active_sessions"  # the recording rule ActiveSessionsHigh reads
+DB_CONNECTION_FAILURE_RATIO = "stories:db_connection_failure_ratio:5m"  # the one DatabaseConnectionFailures reads
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def recording_rules() -> list[RecordingRule]:
     return [
         # Share of the exporter's periodic connection attempts to Postgres that failed. The app has no
         # connection-error counter today; this is what the stack really measures.
-        RecordingRule("stories:db_connection_failure_ratio:5m", "1 - avg_over_time(pg_up[5m])"),
+        RecordingRule(DB_CONNECTION_FAILURE_RATIO, "1 - avg_over_time(pg_up[5m])"),
         # Active sessions from the app's metric contract when it exports it, else nginx's active
         # client connections as the nearest measured signal.
         RecordingRule(
@@ -85,30 +86,19 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
     response time, sessions, backup), and the app's scheduled calls."""
     t = settings.monitoring.alerts
     late = settings.backup.late_factor
-    down = f"{t.service_down_minutes}m"
     memory = t.memory_percent
     return [
         service_down(settings, "up"),
-        AlertRule(
-            "AppHealthCheckFailing",
-            f'probe_success{{job="{BLACKBOX_JOB}"}} == 0',
-            down,
-            "critical",
-            "App replica {{ $labels.instance }} fails its health check",
-            f"GET /api/health on {{{{ $labels.instance }}}} has failed for more than {down}.",
-        ),
-        AlertRule(
-            "AppReplicasBelowFloor",
-            f'(count(probe_success{{job="{BLACKBOX_JOB}"}} == 1) or vector(0)) < {settings.app.replicas}',
-            down,
-            "critical",
-            "Fewer healthy app replicas than app.replicas",
-            f"{{{{ $value }}}} replicas answer their health check; the stack always runs at least "
-            f"{settings.app.replicas}. A replica that exited or was removed is no longer probed at all.",
+        app_health_check_failing(settings, f'probe_success{{job="{BLACKBOX_JOB}"}} == 0'),
+        app_replicas_below_floor(
+            settings,
+            f'count(probe_success{{job="{BLACKBOX_JOB}"}} == 1)',
+            "answer their health check",
+            " A replica that exited or was removed is no longer probed at all.",
         ),
         AlertRule(
             "DatabaseConnectionFailures",
-            f"stories:db_connection_failure_ratio:5m * 100 > {t.db_connection_failure_percent:g}",
+            f"{DB_CONNECTION_FAILURE_RATIO} * 100 > {t.db_connection_failure_percent:g}",
             "1m",
             "critical",
             "Connections to PostgreSQL are failing",
@@ -123,14 +113,9 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
             f"Host memory above {memory:g}%",
             "Memory use on {{ $labels.instance }} is {{ $value | humanize }}%.",
         ),
-        AlertRule(
-            "ContainerMemoryHigh",
-            'container_memory_working_set_bytes{name!=""} / (container_spec_memory_limit_bytes{name!=""} > 0)'
-            f" * 100 > {memory:g}",
-            "2m",
-            "critical",
-            "Container {{ $labels.name }} near its memory limit",
-            f"{{{{ $labels.name }}}} uses {{{{ $value | humanize }}}}% of its memory limit (threshold {memory:g}%).",
+        container_memory_high(
+            settings,
+            'container_memory_working_set_bytes{name!=""} / (container_spec_memory_limit_bytes{name!=""} > 0)',
         ),
         AlertRule(
             "DiskSpaceLow",
@@ -151,24 +136,15 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
             f"Host CPU above {t.cpu_percent:g}% for {t.cpu_for_minutes} minutes",
             "CPU use on {{ $labels.instance }} is {{ $value | humanize }}%.",
         ),
-        AlertRule(
-            "ContainerCpuHigh",
+        container_cpu_high(
+            settings,
             'rate(container_cpu_usage_seconds_total{name!=""}[5m])'
-            ' / (container_spec_cpu_quota{name!=""} / container_spec_cpu_period{name!=""})'
-            f" * 100 > {t.cpu_percent:g}",
-            f"{t.cpu_for_minutes}m",
-            "warning",
-            "Container {{ $labels.name }} near its CPU limit",
-            "{{ $labels.name }} uses {{ $value | humanize }}% of its CPU limit"
-            f" (threshold {t.cpu_percent:g}%).",
+            ' / (container_spec_cpu_quota{name!=""} / container_spec_cpu_period{name!=""})',
         ),
-        AlertRule(
-            "SlowResponses",
-            f'probe_duration_seconds{{job="{BLACKBOX_JOB}"}} > {t.response_time_seconds:g}',
-            "2m",
-            "warning",
-            f"App responses slower than {t.response_time_seconds:g} s",
-            "/api/health on {{ $labels.instance }} took {{ $value | humanizeDuration }}.",
+        slow_responses(
+            settings,
+            f'probe_duration_seconds{{job="{BLACKBOX_JOB}"}}',
+            "/api/health on {{ $labels.instance }} took",
         ),
         AlertRule(
             "ActiveSessionsHigh",
@@ -187,6 +163,77 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
         *cron_alert_rules(settings),
         wal_archiving_failing("stories_backup_wal_archive_failing == 1"),
     ]
+
+
+# The app's and the containers' alerts of both targets: each target's expression, one wording. The containers'
+# expressions give each alert a `name` label (the container), the app's health check an `instance` label (the
+# replica), which the texts name.
+
+
+def app_health_check_failing(settings: Settings, failing: str) -> AlertRule:
+    """`failing`: a series per replica whose health check fails."""
+    down = f"{settings.monitoring.alerts.service_down_minutes}m"
+    return AlertRule(
+        "AppHealthCheckFailing",
+        failing,
+        down,
+        "critical",
+        "App replica {{ $labels.instance }} fails its health check",
+        f"GET /api/health on {{{{ $labels.instance }}}} has failed for more than {down}.",
+    )
+
+
+def app_replicas_below_floor(settings: Settings, healthy: str, counted: str, note: str) -> AlertRule:
+    """`healthy`: the number of healthy replicas (absent counts as none); `counted`: what makes one healthy;
+    `note`: what the count misses."""
+    replicas = settings.app.replicas
+    return AlertRule(
+        "AppReplicasBelowFloor",
+        f"({healthy} or vector(0)) < {replicas}",
+        f"{settings.monitoring.alerts.service_down_minutes}m",
+        "critical",
+        "Fewer healthy app replicas than app.replicas",
+        f"{{{{ $value }}}} replicas {counted}; the stack always runs at least {replicas}.{note}",
+    )
+
+
+def container_memory_high(settings: Settings, used: str) -> AlertRule:
+    """`used`: each container's memory working set as a fraction of its limit."""
+    memory = settings.monitoring.alerts.memory_percent
+    return AlertRule(
+        "ContainerMemoryHigh",
+        f"{used} * 100 > {memory:g}",
+        "2m",
+        "critical",
+        "Container {{ $labels.name }} near its memory limit",
+        f"{{{{ $labels.name }}}} uses {{{{ $value | humanize }}}}% of its memory limit (threshold {memory:g}%).",
+    )
+
+
+def container_cpu_high(settings: Settings, used: str) -> AlertRule:
+    """`used`: each container's CPU use over 5 minutes as a fraction of its limit."""
+    t = settings.monitoring.alerts
+    return AlertRule(
+        "ContainerCpuHigh",
+        f"{used} * 100 > {t.cpu_percent:g}",
+        f"{t.cpu_for_minutes}m",
+        "warning",
+        "Container {{ $labels.name }} near its CPU limit",
+        f"{{{{ $labels.name }}}} uses {{{{ $value | humanize }}}}% of its CPU limit (threshold {t.cpu_percent:g}%).",
+    )
+
+
+def slow_responses(settings: Settings, seconds: str, took: str) -> AlertRule:
+    """`seconds`: the response time watched; `took`: what it measures, as the text's subject."""
+    limit = settings.monitoring.alerts.response_time_seconds
+    return AlertRule(
+        "SlowResponses",
+        f"{seconds} > {limit:g}",
+        "2m",
+        "warning",
+        f"App responses slower than {limit:g} s",
+        f"{took} {{{{ $value | humanizeDuration }}}}.",
+    )
 
 
 # The backup alerts of both targets: each target's expression, one wording. The expressions give each alert

@@ -42,6 +42,7 @@ class Secrets(pulumi.ComponentResource):
                 "users.acl": acl,
                 "healthcheck-password": redis_users["healthcheck"].value,
                 "exporter-password": redis_users["exporter"].value,
+                "backup-password": redis_users["backup"].value,  # Redis's backup (configs/kubernetes/backup.py)
             },
         )
         env = {

@@ -20,18 +20,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from configs import monitoring
-from configs.kubernetes.backup import FILES_BACKUP, FILES_CHECK
+from configs.kubernetes.app import APP
+from configs.kubernetes.backup import FILES_BACKUP, FILES_CHECK, REDIS_BACKUP
 from configs.kubernetes.cron import CRON, cron_job_name, longest_gap_seconds
+from configs.kubernetes.gateway import APP_ROUTES
 from configs.metrics import KUBERNETES_METRICS, metric_names
 from configs.monitoring import (
     ACTIVE_SESSIONS,
+    DB_CONNECTION_FAILURE_RATIO,
     AlertRule,
     RecordingRule,
+    app_health_check_failing,
+    app_replicas_below_floor,
     backup_failed,
     backup_late,
+    container_cpu_high,
+    container_memory_high,
     cron_call_failed,
     cron_call_late,
     service_down,
+    slow_responses,
     wal_archiving_failing,
 )
 from model.settings import Settings
@@ -43,24 +51,88 @@ def app_sessions(namespace: str) -> str:
     return f'sum(stories_active_sessions{{namespace="{namespace}"}})'
 
 
+def database_failure_ratio(namespace: str) -> str:
+    """Each Postgres instance's failed pings of its PostgreSQL, as pg_up's on Docker: CloudNativePG's exporter
+    pings at every scrape and sets `cnpg_collector_up{cluster}` (1.27.0,
+    pkg/management/postgres/webserver/metricserver/pg_collector.go)."""
+    return f'1 - avg_over_time(cnpg_collector_up{{namespace="{namespace}", cluster="{POSTGRES_CLUSTER}"}}[5m])'
+
+
 def recording_rules(settings: Settings, namespace: str) -> list[RecordingRule]:
     kept = [rule for rule in monitoring.recording_rules() if metric_names(rule.expr) <= set(KUBERNETES_METRICS)]
+    kept.append(RecordingRule(DB_CONNECTION_FAILURE_RATIO, database_failure_ratio(namespace)))
     if settings.app.metrics_path:
         kept.append(RecordingRule(ACTIVE_SESSIONS, app_sessions(namespace)))
     return kept
 
 
 def alert_rules(settings: Settings, namespace: str) -> list[AlertRule]:
+    """The Docker target's rules in its order, those of `replaced_rules` in their Kubernetes form, less those
+    whose metrics do not exist there."""
     available = set(KUBERNETES_METRICS) | {rule.record for rule in recording_rules(settings, namespace)}
-    scoped = {"ServiceDown": service_down(settings, f'up{{namespace="{namespace}"}}')}
-    rules = [
-        scoped.get(rule.name, rule) for rule in monitoring.alert_rules(settings) if metric_names(rule.expr) <= available
-    ]
+    replaced = {rule.name: rule for rule in replaced_rules(settings, namespace)}
+    rules = [replaced.get(rule.name, rule) for rule in monitoring.alert_rules(settings)]
+    rules = [rule for rule in rules if metric_names(rule.expr) <= available]
     if settings.backup.s3.enabled:
         rules += backup_alert_rules(settings, namespace)
     if settings.cron.enabled:
         rules += cron_alert_rules(settings, namespace)
     return rules
+
+
+def replaced_rules(settings: Settings, namespace: str) -> list[AlertRule]:
+    """The Docker target's rules whose metrics Kubernetes has under other names, with the same thresholds."""
+    return [
+        service_down(settings, f'up{{namespace="{namespace}"}}'),
+        *app_rules(settings, namespace),
+        *container_rules(settings, namespace),
+        slow_responses(settings, app_response_p95(namespace), "The slowest 5% of the app's responses took over"),
+    ]
+
+
+def app_rules(settings: Settings, namespace: str) -> list[AlertRule]:
+    """The app's readiness probes (on app.healthPath) stand for the blackbox probes: a replica failing
+    its probe (`instance`: its pod), and the Deployment's available replicas under app.replicas, KEDA's
+    minReplicaCount, which the stack never scales below."""
+    ready = f'kube_pod_container_status_ready{{namespace="{namespace}", container="{APP}"}}'
+    available = f'kube_deployment_status_replicas_available{{namespace="{namespace}", deployment="{APP}"}}'
+    return [
+        app_health_check_failing(settings, f'label_replace({ready} == 0, "instance", "$1", "pod", "(.+)")'),
+        app_replicas_below_floor(
+            settings,
+            f"sum({available})",
+            "are available (ready, as their readiness probe says)",
+            " A replica that cannot be scheduled or started is not available.",
+        ),
+    ]
+
+
+def per_container(expr: str) -> str:
+    return f"max by (namespace, pod, container) ({expr})"
+
+
+def container_rules(settings: Settings, namespace: str) -> list[AlertRule]:
+    """The namespace's containers against their limits (kube-state-metrics', from the pods' specs: the chart
+    drops cAdvisor's), as fractions of them, each named `<pod>/<container>`. The kubelet's cAdvisor series
+    of the pods' own cgroups (container="") are left out."""
+    cadvisor = f'{{namespace="{namespace}", metrics_path="/metrics/cadvisor", container!=""}}'
+
+    def of_limit(used: str, resource: str) -> str:
+        limits = f'kube_pod_container_resource_limits{{namespace="{namespace}", resource="{resource}"}}'
+        return f'label_join({used} / {per_container(f"{limits} > 0")}, "name", "/", "pod", "container")'
+
+    memory = of_limit(per_container(f"container_memory_working_set_bytes{cadvisor}"), "memory")
+    cpu = of_limit(f"sum by (namespace, pod, container) (rate(container_cpu_usage_seconds_total{cadvisor}[5m]))", "cpu")
+    return [container_memory_high(settings, memory), container_cpu_high(settings, cpu)]
+
+
+def app_response_p95(namespace: str) -> str:
+    """The 95th percentile in seconds of the app's responses through the gateway in the last 5 minutes: Envoy's
+    histogram of its upstream request times in ms, over the app's HTTPRoutes' rules (clusters
+    `httproute/<namespace>/<route>/rule/<index>`). Without requests it is NaN: no alert."""
+    clusters = f'envoy_cluster_name=~"httproute/{namespace}/({"|".join(APP_ROUTES)})/rule/[0-9]+"'
+    buckets = f"rate(envoy_cluster_upstream_rq_time_bucket{{{clusters}}}[5m])"
+    return f"histogram_quantile(0.95, sum by (le) ({buckets})) / 1000"
 
 
 @dataclass(frozen=True)
@@ -98,6 +170,7 @@ def backup_alert_rules(settings: Settings, namespace: str) -> list[AlertRule]:
         postgres_kind(settings, namespace),
         cron_job_runs(namespace, FILES_BACKUP, "files", backup.files.interval_minutes * 60),
         cron_job_runs(namespace, FILES_CHECK, "verify", backup.verify_interval_hours * 3600),
+        cron_job_runs(namespace, REDIS_BACKUP, "redis", backup.files.interval_minutes * 60),  # as on Docker
     ]
     log = (
         f"the Cluster's Backup objects for postgres (kubectl -n {namespace} get backups), else the failed Job of "

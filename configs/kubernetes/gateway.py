@@ -33,6 +33,8 @@ ENVOY_GATEWAY = "gateway.envoyproxy.io/v1alpha1"
 CERT_MANAGER = "cert-manager.io/v1"
 CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"  # Envoy Gateway's GatewayClass controller
 GATEWAY = "gateway"
+AUTH_ROUTE, API_ROUTE = "app-auth", "app-api"
+APP_ROUTES = (AUTH_ROUTE, API_ROUTE, APP)  # the HTTPRoutes to the app
 TLS_SECRET = "gateway-tls"
 ACME_ACCOUNT_SECRET = "acme-account"
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
@@ -161,8 +163,8 @@ def http_routes(settings: Settings, namespace: str) -> list[Manifest]:
     ]
     routes = [
         _route(namespace, "redirect-to-https", [{"filters": [redirect]}], section="http"),
-        _route(namespace, "app-auth", [{"matches": _prefix("/api/auth/"), "backendRefs": app}]),
-        _route(namespace, "app-api", [{"matches": _prefix("/api/"), "backendRefs": app}]),
+        _route(namespace, AUTH_ROUTE, [{"matches": _prefix("/api/auth/"), "backendRefs": app}]),
+        _route(namespace, API_ROUTE, [{"matches": _prefix("/api/"), "backendRefs": app}]),
         _route(
             namespace,
             APP,
@@ -215,8 +217,8 @@ def traffic_policies(settings: Settings, namespace: str) -> list[Manifest]:
         "healthCheck": {"path": HEALTH_PATH},
     }
     return [
-        backend("app-auth", rateLimit=_per_client(limits.auth_per_minute, "Minute"), requestBuffer=body),
-        backend("app-api", rateLimit=_per_client(limits.api_per_second, "Second"), requestBuffer=body),
+        backend(AUTH_ROUTE, rateLimit=_per_client(limits.auth_per_minute, "Minute"), requestBuffer=body),
+        backend(API_ROUTE, rateLimit=_per_client(limits.api_per_second, "Second"), requestBuffer=body),
         backend(APP, compressor=gzip),
         _gateway_manifest(ENVOY_GATEWAY, "ClientTrafficPolicy", GATEWAY, namespace, spec=client),
     ]

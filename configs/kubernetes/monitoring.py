@@ -1,6 +1,7 @@
 """Monitoring objects for kube-prometheus-stack: the alert and recording rules as PrometheusRules (those of the
 Docker target that apply, and the backup alerts: configs/kubernetes/alerts.py), the Docker target's dashboards as
-ConfigMaps for Grafana's sidecar, and PodMonitors/ServiceMonitors of Postgres, the pooler, Redis and the app."""
+ConfigMaps for Grafana's sidecar, and PodMonitors/ServiceMonitors of Postgres, the pooler, Redis, the app and the
+gateway's Envoy proxies."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from configs.dashboards import render_dashboards
 from configs.kubernetes import alerts
 from configs.kubernetes.app import APP
 from configs.kubernetes.common import NAME_LABEL, Manifest, manifest, selector
+from configs.kubernetes.gateway import GATEWAY
 from configs.kubernetes.network import POOLER_PODS, POSTGRES_PODS
 from configs.kubernetes.redis import REDIS
 from model.settings import Settings
@@ -55,6 +57,24 @@ def app_monitor(namespace: str, path: str, interval: str) -> Manifest:
     return document
 
 
+def gateway_monitor(settings: Settings, namespace: str, interval: str) -> Manifest:
+    """The Envoy proxies of the stack's Gateway, for their request times (SlowResponses). Envoy Gateway v1.8.3
+    runs them in its own namespace, labelled as its proxies (internal/infrastructure/kubernetes/proxy/resource.go
+    EnvoyAppLabel) and by their Gateway (internal/gatewayapi/translator.go OwningGateway*Label), and serves
+    Prometheus' format on their port `metrics` (19001) at /stats/prometheus. Named after the stack's namespace,
+    since other stacks' monitors may share that namespace; nothing there restricts ingress."""
+    pods = {
+        "app.kubernetes.io/name": "envoy",
+        "app.kubernetes.io/component": "proxy",
+        "gateway.envoyproxy.io/owning-gateway-name": GATEWAY,
+        "gateway.envoyproxy.io/owning-gateway-namespace": namespace,
+    }
+    envoy = settings.kubernetes.operators.envoy_gateway.namespace
+    return _pod_monitor(
+        f"{namespace}-{GATEWAY}", envoy, pods, port="metrics", path="/stats/prometheus", interval=interval
+    )
+
+
 def monitors(settings: Settings, namespace: str) -> list[Manifest]:
     interval = f"{settings.monitoring.scrape_interval_seconds}s"
     # CloudNativePG 1.27.0 names its exporters' container ports `metrics` (pkg/specs/pods.go: 9187 on the
@@ -75,6 +95,7 @@ def monitors(settings: Settings, namespace: str) -> list[Manifest]:
             spec={"selector": {"matchLabels": {NAME_LABEL: REDIS}}, "endpoints": [endpoint]},
         )
     )
+    documents.append(gateway_monitor(settings, namespace, interval))
     if settings.app.metrics_path:
         documents.append(app_monitor(namespace, settings.app.metrics_path, interval))
     return documents

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from configs.kubernetes.app import APP
-from configs.kubernetes.backup import FILES_BACKUP
+from configs.kubernetes.backup import FILES_BACKUP, REDIS_BACKUP
 from configs.kubernetes.common import Manifest, manifest, selector
 from configs.kubernetes.cron import CRON
 from configs.kubernetes.files import FILES, FILES_PORT
@@ -58,11 +58,14 @@ def network_policies(settings: Settings, namespace: str) -> list[Manifest]:
     dns = {"to": [_namespace("kube-system")], "ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]}
     postgres_egress = [{"to": [anywhere], "ports": _ports(*KUBE_API_PORTS)}]
     scheduled: list[Manifest] = []  # the CronJobs' pods
+    redis_clients = [{"podSelector": {"matchLabels": app_pods}}]
     if settings.backup.s3.enabled:
         postgres_egress.append({"to": [anywhere], "ports": _ports(443)})  # WAL and base backups to S3
-        scheduled.append(
-            _policy(namespace, FILES_BACKUP, selector(FILES_BACKUP), egress=[{"to": [anywhere], "ports": _ports(443)}])
-        )
+        s3 = {"to": [anywhere], "ports": _ports(443)}
+        to_redis = {"to": [{"podSelector": {"matchLabels": redis_pods}}], "ports": _ports(REDIS_PORT)}
+        scheduled.append(_policy(namespace, FILES_BACKUP, selector(FILES_BACKUP), egress=[s3]))
+        scheduled.append(_policy(namespace, REDIS_BACKUP, selector(REDIS_BACKUP), egress=[s3, to_redis]))  # BGSAVE
+        redis_clients.append({"podSelector": {"matchLabels": selector(REDIS_BACKUP)}})
     if settings.cron.enabled:
         to_app = {"to": [{"podSelector": {"matchLabels": app_pods}}], "ports": _ports(settings.app.port)}
         scheduled.append(_policy(namespace, CRON, selector(CRON), egress=[to_app]))
@@ -92,7 +95,7 @@ def network_policies(settings: Settings, namespace: str) -> list[Manifest]:
             "redis",
             redis_pods,
             ingress=[
-                {"from": [{"podSelector": {"matchLabels": app_pods}}], "ports": _ports(REDIS_PORT)},
+                {"from": redis_clients, "ports": _ports(REDIS_PORT)},
                 {"from": [monitoring], "ports": _ports(EXPORTER_PORT)},
             ],
         ),

@@ -1,6 +1,7 @@
-"""A Kubernetes stack's PrometheusRules checked by promtool, and each backup and scheduled-call alert run by
-`promtool test rules` on synthetic kube-state-metrics and CloudNativePG series, labelled as those exporters label
-them: it fires when the backup or call is late or failed and stays silent otherwise."""
+"""A Kubernetes stack's PrometheusRules checked by promtool, and each alert rebuilt for Kubernetes run by
+`promtool test rules` on synthetic kube-state-metrics, kubelet cAdvisor, CloudNativePG and Envoy series, labelled
+as those exporters and kube-prometheus-stack's scrapes label them: it fires when the backup or call is late or
+failed, or past the Docker target's threshold, and stays silent otherwise."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import pytest
 import yaml
 
 from configs.kubernetes import alerts
+from configs.kubernetes.app import APP
 from configs.kubernetes.cron import cron_job_name, longest_gap_seconds
 from configs.kubernetes.monitoring import prometheus_rules
 from configs.monitoring import AlertRule
 from harness.servers import which
 from model.settings import Settings
-from tests.integration.test_monitoring import INTERVAL_SECONDS, AlertCase, gauge, rule_test, run
-from tests.unit.test_k8s_alerts import SCRAPED
+from tests.integration.test_monitoring import INTERVAL_SECONDS, AlertCase, counter, failures, gauge, rule_test, run
+from tests.unit.test_k8s_alerts import REPLACED, SCRAPED
 from tools.plan import settings_for
 
 pytestmark = pytest.mark.integration
@@ -204,6 +206,7 @@ def test_every_backup_alert_fires_when_late_or_failed_and_stays_silent_otherwise
     cases = [
         *backup_cases("files-backup", "files", backup.files.interval_minutes * 60),
         *backup_cases("files-backup-check", "verify", backup.verify_interval_hours * 3600),
+        *backup_cases("redis-backup", "redis", backup.files.interval_minutes * 60),
         *postgres_cases(),
     ]
     promtool_test(tmp_path, cases, {rule.name: rule for rule in alerts.backup_alert_rules(SETTINGS, NAMESPACE)})
@@ -223,3 +226,145 @@ def test_every_scheduled_call_alerts_when_late_or_failed_and_stays_silent_otherw
         )
     ]
     promtool_test(tmp_path, cases, {rule.name: rule for rule in alerts.cron_alert_rules(SETTINGS, NAMESPACE)})
+
+
+POD = "app-7c9d8f6b5-x2k4p"  # a pod of the app's Deployment
+KSM_POD = f'{KSM}, instance="10.42.0.7:8080", pod="{POD}", uid="{POD}-uid"'
+CADVISOR = (
+    f'job="kubelet", metrics_path="/metrics/cadvisor", namespace="{NAMESPACE}", pod="{POD}", node="node-1", '
+    'instance="10.0.0.1:10250", endpoint="https-metrics", service="kube-prometheus-stack-kubelet"'
+)
+# Envoy's default histogram buckets (ms), as its proxies serve envoy_cluster_upstream_rq_time.
+ENVOY_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000)
+
+
+def database_case() -> AlertCase:
+    """One instance's pings (cnpg_collector_up, labelled `cluster` by CloudNativePG, scraped by the postgres
+    PodMonitor): the most failures at the threshold stay silent, one more fires (as pg_up's on Docker)."""
+    window_samples = 300 // INTERVAL_SECONDS + 1
+    allowed = int(SETTINGS.monitoring.alerts.db_connection_failure_percent / 100 * window_samples)
+    labels = {"job": f"{NAMESPACE}/postgres", "namespace": NAMESPACE, "pod": "postgres-1", "cluster": "postgres"}
+    series = "cnpg_collector_up{" + ", ".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
+    return AlertCase(
+        "DatabaseConnectionFailures",
+        {series: failures(allowed + 1)},
+        {series: failures(allowed)},
+        labels,
+        100 * (allowed + 1) / window_samples,
+        60,
+        true_from=(20 + allowed) * INTERVAL_SECONDS,
+    )
+
+
+def app_cases() -> list[AlertCase]:
+    """The app container's readiness (other containers' not), the Deployment's available replicas (others' not)."""
+    down = SETTINGS.monitoring.alerts.service_down_minutes * 60
+    replicas = SETTINGS.app.replicas
+
+    def ready(container: str, value: float) -> dict[str, str]:
+        return {f'kube_pod_container_status_ready{{{KSM_POD}, container="{container}"}}': gauge(value)}
+
+    def available(deployment: str, value: float) -> dict[str, str]:
+        series = (
+            f'kube_deployment_status_replicas_available{{{KSM}, instance="10.42.0.7:8080", deployment="{deployment}"}}'
+        )
+        return {series: gauge(value)}
+
+    pod = {"job": "kube-state-metrics", "namespace": NAMESPACE, "pod": POD, "uid": f"{POD}-uid", "container": APP}
+    return [
+        AlertCase(
+            "AppHealthCheckFailing",
+            ready(APP, 0),
+            {**ready(APP, 1), **ready("exporter", 0)},
+            {**pod, "instance": POD},
+            0,
+            down,
+        ),
+        AlertCase(
+            "AppReplicasBelowFloor", available(APP, replicas - 1), available(APP, replicas), {}, replicas - 1, down
+        ),
+        AlertCase("AppReplicasBelowFloor", available("files", replicas), available(APP, replicas), {}, 0, down),
+    ]
+
+
+def container_cases() -> list[AlertCase]:
+    """The app container's use against its limit from kube-state-metrics; the pod's own cgroup (container="")
+    and other containers are left out."""
+    t = SETTINGS.monitoring.alerts
+
+    def limit(resource: str, unit: str, value: float) -> dict[str, str]:
+        series = (
+            f'kube_pod_container_resource_limits{{{KSM_POD}, container="{APP}", node="node-1", '
+            f'resource="{resource}", unit="{unit}"}}'
+        )
+        return {series: gauge(value)}
+
+    def used(metric: str, container: str, values: str) -> dict[str, str]:
+        cgroup = f"/kubepods/burstable/pod{POD}-uid" + (f"/{container}" if container else "")
+        return {f'{metric}{{{CADVISOR}, container="{container}", id="{cgroup}"}}': values}
+
+    memory = "container_memory_working_set_bytes"
+    cpu = "container_cpu_usage_seconds_total"
+    pod_cgroup = {**used(memory, "", gauge(2000)), **used(cpu, "", counter(1))}
+    labels = {"namespace": NAMESPACE, "pod": POD, "container": APP, "name": f"{POD}/{APP}"}
+    return [
+        AlertCase(
+            "ContainerMemoryHigh",
+            {**used(memory, APP, gauge(t.memory_percent * 10 + 1)), **limit("memory", "byte", 1000), **pod_cgroup},
+            {**used(memory, APP, gauge(t.memory_percent * 10 - 1)), **limit("memory", "byte", 1000), **pod_cgroup},
+            labels,
+            t.memory_percent + 0.1,
+            120,
+        ),
+        AlertCase(
+            "ContainerCpuHigh",
+            {**used(cpu, APP, counter((t.cpu_percent / 100 + 0.01) / 2)), **limit("cpu", "core", 0.5), **pod_cgroup},
+            {**used(cpu, APP, counter((t.cpu_percent / 100 - 0.01) / 2)), **limit("cpu", "core", 0.5), **pod_cgroup},
+            labels,
+            t.cpu_percent + 1,
+            t.cpu_for_minutes * 60,
+            true_from=INTERVAL_SECONDS,
+            settle=300,
+        ),
+    ]
+
+
+def envoy_requests(route: str, upper_ms: float) -> dict[str, str]:
+    """One request a second through `route`'s first rule, each answered within the bucket up to `upper_ms`."""
+    scrape = (
+        'job="envoy-gateway-system/stories-gateway", namespace="envoy-gateway-system", pod="envoy-stories-gateway-5d8"'
+    )
+    cluster = f"httproute/{NAMESPACE}/{route}/rule/0"
+    return {
+        f'envoy_cluster_upstream_rq_time_bucket{{{scrape}, envoy_cluster_name="{cluster}", le="{le:g}"}}': (
+            counter(1) if le >= upper_ms else gauge(0)
+        )
+        for le in ENVOY_BUCKETS
+    } | {f'envoy_cluster_upstream_rq_time_bucket{{{scrape}, envoy_cluster_name="{cluster}", le="+Inf"}}': counter(1)}
+
+
+def slow_case() -> AlertCase:
+    """All of the app's requests in the first bucket past the threshold (the 95th percentile is interpolated
+    in it), or in the last under it, with the static server's route slow."""
+    threshold_ms = SETTINGS.monitoring.alerts.response_time_seconds * 1000
+    bounds = list(zip((0, *ENVOY_BUCKETS), ENVOY_BUCKETS, strict=False))
+    low, high = next((low, high) for low, high in bounds if low >= threshold_ms)
+    fast = max(high for _, high in bounds if high <= threshold_ms)
+    return AlertCase(
+        "SlowResponses",
+        envoy_requests(APP, high),
+        {**envoy_requests(APP, fast), **envoy_requests("files", high)},
+        {},
+        (low + 0.95 * (high - low)) / 1000,
+        120,
+        true_from=INTERVAL_SECONDS,
+    )
+
+
+def test_every_rebuilt_docker_alert_fires_past_its_threshold_and_stays_silent_otherwise(tmp_path: Path) -> None:
+    """The app's, the containers', the database's and the response times' alerts, with the Docker target's
+    thresholds from the settings."""
+    cases = [database_case(), *app_cases(), *container_cases(), slow_case()]
+    names = {*REPLACED, "DatabaseConnectionFailures"}
+    rules = {rule.name: rule for rule in alerts.alert_rules(SETTINGS, NAMESPACE) if rule.name in names}
+    promtool_test(tmp_path, cases, rules)

@@ -12,6 +12,8 @@ import pytest
 
 from configs import monitoring
 from configs.kubernetes import alerts
+from configs.kubernetes.app import APP
+from configs.kubernetes.gateway import APP_ROUTES, http_routes
 from configs.kubernetes.monitoring import prometheus_rules
 from configs.metrics import KUBERNETES_METRICS, METRICS, SOURCES, metric_names
 from configs.monitoring import ACTIVE_SESSIONS
@@ -32,7 +34,7 @@ SCRAPED = k8s_with(app={"metricsPath": "/api/metrics"})
 
 def by_kind(rules: list[monitoring.AlertRule], name: str) -> dict[str, str]:
     """The expressions of the rules called `name`, by the `kind` their expression sets."""
-    kinds = ("postgres", "files", "verify")
+    kinds = ("postgres", "files", "verify", "redis")
     return {
         kind: rule.expr for rule in rules if rule.name == name for kind in kinds if f'"kind", "{kind}"' in rule.expr
     }
@@ -48,21 +50,75 @@ def test_rules_name_only_metrics_that_exist_on_kubernetes(settings: Settings) ->
     assert set(KUBERNETES_METRICS.values()) <= set(SOURCES)
 
 
-def test_docker_only_rules_are_left_out_and_backup_and_cron_rules_replace_theirs() -> None:
+REPLACED = [
+    "AppHealthCheckFailing",
+    "AppReplicasBelowFloor",
+    "ContainerMemoryHigh",
+    "ContainerCpuHigh",
+    "SlowResponses",
+]
+KEPT = ["DatabaseConnectionFailures", "HostMemoryHigh", "DiskSpaceLow", "HostCpuHigh"]
+
+
+def test_every_docker_rule_has_a_kubernetes_counterpart_and_backup_and_cron_rules_replace_theirs() -> None:
+    """All but ActiveSessionsHigh, whose sessions exist only where the app is scraped."""
     rules = alerts.alert_rules(SETTINGS, NAMESPACE)
-    kept = ["HostMemoryHigh", "DiskSpaceLow", "HostCpuHigh"]
-    assert [rule.name for rule in rules] == [
-        "ServiceDown",
-        *kept,
-        "BackupFailed",
-        "BackupLate",
-        "WalArchivingFailing",
-        "CronCallFailed",
-        "CronCallLate",
-    ]
-    assert alerts.recording_rules(SETTINGS, NAMESPACE) == []  # postgres_exporter, nginx; the app is not scraped
-    docker = {rule.name: rule for rule in monitoring.alert_rules(SETTINGS)}
-    assert [rule for rule in rules if rule.name in kept] == [docker[name] for name in kept]
+    docker = {rule.name for rule in monitoring.alert_rules(SETTINGS)}
+    assert sorted(rule.name for rule in rules) == sorted(docker - {"ActiveSessionsHigh"})
+    docker_rules = {rule.name: rule for rule in monitoring.alert_rules(SETTINGS)}
+    assert [rule for rule in rules if rule.name in KEPT] == [docker_rules[name] for name in KEPT]
+    (record,) = alerts.recording_rules(SETTINGS, NAMESPACE)  # postgres_exporter, nginx; the app is not scraped
+    assert record.record == monitoring.DB_CONNECTION_FAILURE_RATIO
+
+
+def test_database_failures_are_cloudnative_pgs_pings_of_the_stacks_cluster() -> None:
+    (record,) = alerts.recording_rules(SETTINGS, NAMESPACE)
+    assert record.expr == (f'1 - avg_over_time(cnpg_collector_up{{namespace="{NAMESPACE}", cluster="postgres"}}[5m])')
+    assert KUBERNETES_METRICS["cnpg_collector_up"] == "cloudnative-pg"
+
+
+THRESHOLDS = k8s_with(
+    app={"replicas": 3},
+    monitoring={
+        "alerts": {
+            "serviceDownMinutes": 4,
+            "memoryPercent": 77,
+            "cpuPercent": 66,
+            "cpuForMinutes": 9,
+            "responseTimeSeconds": 1.5,
+        }
+    },
+)
+
+
+@pytest.mark.parametrize("settings", [SETTINGS, THRESHOLDS], ids=["k8s", "thresholds"])
+def test_replaced_rules_keep_the_docker_rules_for_severity_summary_and_threshold(settings: Settings) -> None:
+    rules = {rule.name: rule for rule in alerts.alert_rules(settings, NAMESPACE)}
+    docker = {rule.name: rule for rule in monitoring.alert_rules(settings)}
+    for name in REPLACED:
+        rule, twin = rules[name], docker[name]
+        assert (rule.for_, rule.severity, rule.summary) == (twin.for_, twin.severity, twin.summary), name
+        assert rule.expr != twin.expr, name
+        if name != "AppHealthCheckFailing":  # the others end in their threshold
+            assert rule.expr.split()[-2:] == twin.expr.split()[-2:], name
+        if name not in ("AppReplicasBelowFloor", "SlowResponses"):  # these say what they count and measure
+            assert rule.description == twin.description, name
+    t = settings.monitoring.alerts
+    assert rules["AppReplicasBelowFloor"].expr.endswith(f"< {settings.app.replicas}")
+    assert rules["SlowResponses"].expr.endswith(f"> {t.response_time_seconds:g}")
+    assert rules["ContainerCpuHigh"].for_ == f"{t.cpu_for_minutes}m"
+
+
+def test_replaced_rules_read_the_stacks_namespace() -> None:
+    rules = {rule.name: rule for rule in alerts.replaced_rules(SETTINGS, NAMESPACE)}
+    for name in ("AppHealthCheckFailing", "AppReplicasBelowFloor", "ContainerMemoryHigh", "ContainerCpuHigh"):
+        expr = rules[name].expr
+        assert expr.count(f'namespace="{NAMESPACE}"') == expr.count("{"), name
+    assert f'container="{APP}"' in rules["AppHealthCheckFailing"].expr
+    assert f'deployment="{APP}"' in rules["AppReplicasBelowFloor"].expr
+    cluster = f'envoy_cluster_name=~"httproute/{NAMESPACE}/(app-auth|app-api|app)/rule/[0-9]+"'
+    assert cluster in rules["SlowResponses"].expr
+    assert {route["metadata"]["name"] for route in http_routes(SETTINGS, NAMESPACE)} >= set(APP_ROUTES)
 
 
 def test_service_down_watches_the_stacks_namespace_only() -> None:
@@ -73,7 +129,7 @@ def test_service_down_watches_the_stacks_namespace_only() -> None:
 
 
 def test_a_scraped_app_brings_its_sessions_rule_and_alert() -> None:
-    (record,) = alerts.recording_rules(SCRAPED, NAMESPACE)
+    (record,) = [rule for rule in alerts.recording_rules(SCRAPED, NAMESPACE) if rule.record == ACTIVE_SESSIONS]
     assert (record.record, record.expr) == (ACTIVE_SESSIONS, f'sum(stories_active_sessions{{namespace="{NAMESPACE}"}})')
     rules = {rule.name: rule for rule in alerts.alert_rules(SCRAPED, NAMESPACE)}
     assert rules["ActiveSessionsHigh"] == next(
@@ -147,10 +203,13 @@ def test_no_backup_alerts_without_backups() -> None:
 
 
 def test_one_prometheus_rule_per_file_with_rules() -> None:
-    assert [rule["metadata"]["name"] for rule in prometheus_rules(SETTINGS, NAMESPACE)] == ["alerts"]
-    assert [resource.inputs["metadata"]["name"] for resource in objects("PrometheusRule")] == ["alerts"]
+    names = ["alerts", "recording"]
+    assert [rule["metadata"]["name"] for rule in prometheus_rules(SETTINGS, NAMESPACE)] == names
+    assert [resource.inputs["metadata"]["name"] for resource in objects("PrometheusRule")] == names
     (group,) = one("PrometheusRule", "alerts")["spec"]["groups"]
     assert group["rules"] == [rule.as_rule() for rule in alerts.alert_rules(SETTINGS, NAMESPACE)]
+    (group,) = one("PrometheusRule", "recording")["spec"]["groups"]
+    assert group["rules"] == [rule.as_rule() for rule in alerts.recording_rules(SETTINGS, NAMESPACE)]
 
 
 def test_docker_rules_name_no_kubernetes_metric() -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from backup.config import BackupJobConfig
 from configs.backup import render_backup_config
-from configs.kubernetes.backup import CRON_JOBS, FILES_BACKUP, every, sources
+from configs.kubernetes.backup import CRON_JOBS, FILES_BACKUP, REDIS_BACKUP, every, sources
 from model.topology import container_topology
 from tests.unit.test_k8s_plan import one
 from tools.plan import settings_for
@@ -63,3 +63,39 @@ def test_the_backup_reaches_https_only() -> None:
     spec = one("NetworkPolicy", FILES_BACKUP)["spec"]
     assert spec["policyTypes"] == ["Egress"]
     assert spec["egress"] == [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]}]
+
+
+def test_redis_is_backed_up_as_the_docker_redis_kind_on_its_node() -> None:
+    """BGSAVE by the `backup` ACL user first, then restic of dump.rdb at the Docker path with tag `redis`, on
+    the Redis pod's node (its claim is ReadWriteOnce), mounted read-only, as Redis's user."""
+    spec = one("CronJob", REDIS_BACKUP)["spec"]
+    assert spec["schedule"] == every(SETTINGS.backup.files.interval_minutes)
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == SETTINGS.images.redis and "--user backup" in init["command"][-1]
+    (password,) = init["env"]
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "redis-acl", "key": "backup-password"}
+    (container,) = pod["containers"]
+    dump = f"{DOCKER.redis_dir}/dump.rdb"
+    assert f"restic backup --tag redis --host k8s --compression auto {dump}\n" in container["command"][-1]
+    assert f"restic forget --tag redis --host k8s --keep-within {DOCKER.retention_days}d" in container["command"][-1]
+    assert {"name": "data-redis-0", "mountPath": DOCKER.redis_dir, "readOnly": True} in container["volumeMounts"]
+    assert {"name": "data-redis-0", "persistentVolumeClaim": {"claimName": "data-redis-0", "readOnly": True}} in pod[
+        "volumes"
+    ]
+    (affinity,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert affinity == {
+        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    assert pod["securityContext"]["runAsUser"] == 999
+
+
+def test_only_the_redis_backup_reaches_redis_besides_the_app() -> None:
+    (clients, _) = one("NetworkPolicy", "redis")["spec"]["ingress"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": REDIS_BACKUP}}} in clients["from"]
+    egress = one("NetworkPolicy", REDIS_BACKUP)["spec"]["egress"]
+    assert [rule["ports"] for rule in egress] == [
+        [{"protocol": "TCP", "port": 443}],
+        [{"protocol": "TCP", "port": 6379}],
+    ]

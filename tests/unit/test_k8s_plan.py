@@ -235,3 +235,20 @@ def test_without_app_metrics_nothing_scrapes_the_app_nor_reaches_it_from_monitor
     assert "app" not in {r.inputs["metadata"]["name"] for r in objects("PodMonitor")}
     (ingress,) = one("NetworkPolicy", "app")["spec"]["ingress"]
     assert "monitoring" not in str(ingress["from"])
+
+
+def test_the_gateways_envoy_proxies_are_scraped_in_envoy_gateways_namespace() -> None:
+    """SlowResponses reads their request times: Envoy Gateway runs the proxies in its own namespace."""
+    (found,) = [r for r in objects("PodMonitor") if r.inputs["metadata"]["name"] == "stories-gateway"]
+    monitor = as_manifest(found)
+    assert read_back(PodMonitor, monitor) == monitor
+    assert monitor["metadata"]["namespace"] == settings_for("k8s").kubernetes.operators.envoy_gateway.namespace
+    assert monitor["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "envoy",
+        "app.kubernetes.io/component": "proxy",
+        "gateway.envoyproxy.io/owning-gateway-name": "gateway",
+        "gateway.envoyproxy.io/owning-gateway-namespace": "stories",
+    }
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/stats/prometheus", "interval": "15s"}
+    ]

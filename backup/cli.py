@@ -5,7 +5,7 @@
   stories-backup backup postgres|files|redis|all [--type full|diff|incr]
   stories-backup verify                       check archiving and every checksum in both repositories
   stories-backup status                       last success of each kind, WAL archiving state
-  stories-backup heartbeat                    write the row the drill measures the RPO by
+  stories-backup heartbeat                    write the heartbeat row (keeps WAL moving: the RPO stays bounded)
   stories-backup restore --into DIR [--target-time T]         Postgres into DIR/postgres, files into DIR/files
   stories-backup restore --live --confirm STACK [--target-time T]   over the stack's data; Postgres stopped
   stories-backup drill [--target-time T]      restore into a throwaway Postgres, compare, measure RPO and RTO
@@ -85,9 +85,9 @@ def _drill(config: BackupJobConfig, target_time: str | None) -> int:
     for table in report.tables:
         state = "ok" if table.matches else "DIFFERS"
         print(f"  {table.table:<40} source {table.source_rows:>10}  restored {table.restored_rows!s:>10}  {state}")
-    rpo = f"{report.rpo_seconds:.0f} s" if report.rpo_seconds is not None else "unknown (no heartbeat)"
+    rpo = f"{report.rpo_seconds:.0f} s" if report.rpo_seconds is not None else "unknown (no WAL archived yet)"
     print(f"RTO (restore until it answers queries): {report.rto_seconds:.1f} s  (objective {config.rto_minutes} min)")
-    print(f"RPO (now minus newest recoverable data): {rpo}  (objective {config.rpo_minutes} min)")
+    print(f"RPO (age of the newest archived WAL): {rpo}  (objective {config.rpo_minutes} min)")
     print("drill passed" if report.ok else "drill FAILED: restored tables differ from the source (see above)")
     return 0 if report.ok else 1
 

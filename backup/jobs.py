@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,8 @@ def wal_status(config: BackupJobConfig) -> WalStatus:
 
 
 def heartbeat(config: BackupJobConfig) -> None:
-    """A row the drill can read back: the newest recoverable moment of the database cluster."""
+    """A write every few seconds, so that an idle database still fills WAL and archive_timeout switches and
+    archives a segment: the RPO stays bounded by it."""
     psql(config.pg_socket_dir, config.pg_port, "postgres", f"UPDATE {HEARTBEAT_TABLE} SET at = now() WHERE id = 1")
 
 
@@ -178,17 +179,21 @@ def verify(config: BackupJobConfig) -> str:
 # --- restores ----------------------------------------------------------------------------------
 
 
-def _target(target_time: str | None) -> list[str]:
-    """Recovery to a time ends by promoting; without one, Postgres replays every archived WAL segment
-    and promotes at its end."""
+def _target(target_time: str | None, target_lsn: str | None = None) -> list[str]:
+    """Recovery to a time or a WAL position ends by promoting; without one, Postgres replays every archived
+    WAL segment and promotes at its end."""
+    if target_lsn:
+        return ["--type=lsn", f"--target={target_lsn}", "--target-action=promote"]
     return ["--type=time", f"--target={target_time}", "--target-action=promote"] if target_time else []
 
 
-def restore_postgres(config: BackupJobConfig, target_dir: str, target_time: str | None = None) -> float:
-    """Restore into `target_dir` (never the running database's), to the latest archived WAL or to
-    `target_time`; the restored server will not archive. Returns the seconds it took."""
+def restore_postgres(
+    config: BackupJobConfig, target_dir: str, target_time: str | None = None, target_lsn: str | None = None
+) -> float:
+    """Restore into `target_dir` (never the running database's), to the latest archived WAL, to
+    `target_time` or to `target_lsn`; the restored server will not archive. Returns the seconds it took."""
     started = time.monotonic()
-    options = [f"--pg1-path={target_dir}", "--archive-mode=off", *_target(target_time)]
+    options = [f"--pg1-path={target_dir}", "--archive-mode=off", *_target(target_time, target_lsn)]
     pgbackrest(config, "restore", *options)
     return time.monotonic() - started
 
@@ -227,7 +232,7 @@ class TableCheck:
 class DrillReport:
     rto_seconds: float
     rpo_seconds: float | None
-    newest_recoverable: datetime | None
+    newest_archived: datetime | None
     tables: list[TableCheck] = field(default_factory=list)
 
     @property
@@ -244,19 +249,20 @@ ORDER BY 1
 """
 
 
-def fingerprint(socket_dir: str, port: int, database: str) -> dict[str, tuple[int, str]]:
-    """Row count and an order-independent content checksum of every table of a database."""
+def fingerprint(socket_dir: str, port: int, database: str) -> tuple[str, dict[str, tuple[int, str]]]:
+    """Row count and an order-independent content checksum of every table of a database, all read by one
+    statement (one snapshot, so the tables agree with each other), and the WAL position they were read at."""
     tables = [row[0] for row in psql(socket_dir, port, database, FINGERPRINT)]
+    per_table = [
+        f"(SELECT count(*) || ' ' || coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {table} t)" for table in tables
+    ]
+    (row,) = psql(socket_dir, port, database, f"SELECT {', '.join(['pg_current_wal_insert_lsn()', *per_table])}")
+    lsn, values = row[0], row[1:]
     result = {}
-    for table in tables:
-        rows, checksum = psql(
-            socket_dir,
-            port,
-            database,
-            f"SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {table} t",
-        )[0]
+    for table, value in zip(tables, values, strict=True):
+        rows, checksum = value.split(" ")
         result[table] = (int(rows), checksum)
-    return result
+    return lsn, result
 
 
 def _free_port() -> int:
@@ -324,9 +330,21 @@ def _wait_until_promoted(
 
 def drill(config: BackupJobConfig, target_time: str | None = None) -> DrillReport:
     """Restore the latest backup into a throwaway Postgres, compare every table of the app database with
-    the source, and measure RTO (wall time until the restored server accepts queries) and RPO (now minus
-    the newest recoverable heartbeat). The running database is only read."""
-    source = fingerprint(config.pg_socket_dir, config.pg_port, config.database)
+    the source, and measure RTO (wall time until the restored server accepts queries) and RPO (the age of
+    the newest archived WAL when the drill starts: what a loss of the database's disk then would lose; the
+    service's heartbeat keeps WAL moving, so it stays under archive_timeout plus the push).
+
+    The source is read at one WAL position, which pgBackRest's `check` then archives (it switches WAL and
+    waits for the segment), and the restore stops exactly there: tables written meanwhile (the app keeps
+    writing) still compare equal. With `target_time` the restore stops at that time instead. The running
+    database is only read (but for the WAL switch)."""
+    age = wal_status(config).last_archived_age_seconds
+    newest_archived = datetime.now(UTC) - timedelta(seconds=age) if age is not None else None
+    lsn, source = fingerprint(config.pg_socket_dir, config.pg_port, config.database)
+    target_lsn = None
+    if target_time is None:
+        pgbackrest(config, "check", timeout=600)
+        target_lsn = lsn
     work = Path(tempfile.mkdtemp(prefix="drill-", dir=config.work_dir))
     data_dir, run_dir = work / "data", work / "run"
     data_dir.mkdir(mode=0o700)
@@ -334,20 +352,18 @@ def drill(config: BackupJobConfig, target_time: str | None = None) -> DrillRepor
     started = time.monotonic()
     process = None
     try:
-        restore_postgres(config, str(data_dir), target_time)
+        restore_postgres(config, str(data_dir), target_time, target_lsn)
         port = _free_port()
         process = _start_throwaway(config, data_dir, run_dir, port)
         _wait_until_promoted(config, run_dir, port, process, timeout=config.rto_minutes * 60 * 2)
         rto = time.monotonic() - started
-        newest_rows = psql(str(run_dir), port, "postgres", f"SELECT extract(epoch FROM max(at)) FROM {HEARTBEAT_TABLE}")
-        newest = datetime.fromtimestamp(float(newest_rows[0][0]), UTC) if newest_rows and newest_rows[0][0] else None
-        restored = fingerprint(str(run_dir), port, config.database)
+        _, restored = fingerprint(str(run_dir), port, config.database)
     finally:
         if process is not None:
             process.terminate()
             process.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
-    report = DrillReport(rto, (datetime.now(UTC) - newest).total_seconds() if newest else None, newest)
+    report = DrillReport(rto, age, newest_archived)
     for table, (rows, checksum) in source.items():
         found = restored.get(table)
         report.tables.append(TableCheck(table, rows, found[0] if found else None, found == (rows, checksum)))

@@ -68,7 +68,7 @@ def run(
     drill = ok(cli("drill"))
     print(drill)
     rto = float(re.search(r"RTO \(restore until it answers queries\): ([\d.]+) s", drill).group(1))  # type: ignore[union-attr]
-    rpo_match = re.search(r"RPO \(now minus newest recoverable data\): ([\d.]+) s", drill)
+    rpo_match = re.search(r"RPO \(age of the newest archived WAL\): ([\d.]+) s", drill)
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),

@@ -48,6 +48,7 @@ from tools.ops import (
     first_line,
     load_stack,
     monitor_conninfo,
+    postgres_data_address,
     psql_env,
     query_json,
     running_container,
@@ -453,9 +454,11 @@ def outcome(before: Snapshot, after: Snapshot, plan: Mapping[str, str], stderr: 
     )
 
 
-def maintain(runner: Runner, settings: Settings, topo: Topology, credentials: Credentials) -> Maintenance:
+def maintain(
+    runner: Runner, settings: Settings, topo: Topology, credentials: Credentials, hostaddr: str | None = None
+) -> Maintenance:
     password = credentials.app_password()
-    conninfo = app_conninfo(settings, topo)
+    conninfo = app_conninfo(settings, topo, hostaddr)
     document = query_json(runner, conninfo, password, TABLES_SQL, "stories-db-maintain")
     if not isinstance(document, dict):
         raise ValueError("Postgres gave no table statistics")
@@ -546,13 +549,19 @@ def _jsonable(value: Any) -> Any:
 
 
 def psql_invocation(
-    settings: Settings, topo: Topology, role: str, credentials: Credentials, command: str | None = None
+    settings: Settings,
+    topo: Topology,
+    role: str,
+    credentials: Credentials,
+    command: str | None = None,
+    hostaddr: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """psql's arguments and environment (the password among it) for `role` in the Postgres container."""
+    """psql's arguments and environment (the password among it) for `role` in the Postgres container;
+    `hostaddr`: the server's data-network address, for the app role (app_conninfo)."""
     if role == "monitor":
         conninfo, password = monitor_conninfo(settings, topo), credentials.monitor_password()
     else:
-        conninfo, password = app_conninfo(settings, topo), credentials.app_password()
+        conninfo, password = app_conninfo(settings, topo, hostaddr), credentials.app_password()
     env = {**psql_env(password, f"stories-psql-{role}"), "PSQL_HISTORY": "/tmp/.psql_history"}
     argv = ["psql", *conninfo]
     if command is not None:
@@ -631,14 +640,15 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(_jsonable(asdict(result)), indent=2) if output_format == "json" else render_top(result))
             return 0
         if args.command == "maintain":
-            report = maintain(cli, settings, topo, credentials)
+            report = maintain(cli, settings, topo, credentials, postgres_data_address(cli))
             if output_format == "json":
                 print(json.dumps(_jsonable(asdict(report)), indent=2))
             else:
                 print(render_maintenance(report, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
             return 1 if report.failed else 0
         if args.command == "psql":
-            psql_argv, env = psql_invocation(settings, topo, args.role, credentials, args.sql)
+            hostaddr = postgres_data_address(cli) if args.role == "app" else None
+            psql_argv, env = psql_invocation(settings, topo, args.role, credentials, args.sql, hostaddr)
             if args.sql is not None:
                 output = cli.run("postgres", psql_argv, env=env)
                 print(output.stdout, end="")

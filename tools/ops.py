@@ -143,6 +143,14 @@ def container_name(stack: str, service: str) -> str:
 _REPLICA = re.compile(r"^app-(\d+)$")
 
 
+def postgres_data_address(engine: Engine) -> str:
+    """The Postgres container's address on the data network. From inside the container its name can also
+    resolve to its address on its egress network (its hostname, that network's alias), where pg_hba admits
+    no client: which one Docker gives differs between runs."""
+    template = f'{{{{(index .NetworkSettings.Networks "{engine.stack}-data").IPAddress}}}}'
+    return engine.docker("inspect", "--format", template, container_name(engine.stack, "postgres")).strip()
+
+
 def running_container(engine: Engine, service: str) -> str:
     """The container of `service` to exec into or read: `<stack>-<service>`, except for an app replica
     ("app-2"), whose name carries its generation (components/container.py): the newest running container
@@ -381,11 +389,13 @@ def monitor_conninfo(settings: Settings, topo: Topology) -> list[str]:
     ]
 
 
-def app_conninfo(settings: Settings, topo: Topology) -> list[str]:
+def app_conninfo(settings: Settings, topo: Topology, hostaddr: str | None = None) -> list[str]:
     """The app role over TLS to the server's own address on the data network (pg_hba admits it there with
-    SCRAM; over the socket only peer authentication is offered to other roles), the server verified."""
+    SCRAM; over the socket only peer authentication is offered to other roles), the server verified.
+    `hostaddr`: that address (postgres_data_address), when the name could resolve to another."""
+    address = f" hostaddr={hostaddr}" if hostaddr else ""
     conninfo = (
-        f"host={topo.postgres_host} port={topo.postgres_port} dbname={settings.database.name} "
+        f"host={topo.postgres_host}{address} port={topo.postgres_port} dbname={settings.database.name} "
         f"user={settings.database.user} sslmode=verify-full sslrootcert={topo.postgres_tls_dir}/ca.crt"
     )
     return ["-d", conninfo]

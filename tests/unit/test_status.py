@@ -527,6 +527,10 @@ def test_psql_as_monitor_or_app(settings: Settings) -> None:
     conninfo = argv[argv.index("-d") + 1]
     assert "host=postgres " in conninfo and f"user={settings.database.user} " in conninfo
     assert "sslmode=verify-full" in conninfo and argv[-2:] == ["-c", "SELECT 1"] and env["PGPASSWORD"] == "app"
+    # In the container the name can resolve to its egress address: the data network's is given as well,
+    # and the certificate is still checked against the name.
+    argv, _ = db.psql_invocation(settings, topo, "app", CREDENTIALS, hostaddr="172.30.2.5")
+    assert "host=postgres hostaddr=172.30.2.5 " in argv[argv.index("-d") + 1]
 
 
 def test_logs_command(tmp_path: Path) -> None:
